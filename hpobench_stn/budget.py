@@ -1,0 +1,150 @@
+"""The budget every method gets equally, and the meter the harness enforces it with.
+
+A budget is wall-clock seconds and/or epoch-equivalents (training examples pushed through forward and backward,
+divided by the task's training-set size). Tasks and STN call :meth:`BudgetMeter.charge` before each minibatch;
+the meter raises :class:`BudgetExhausted` when that minibatch would overrun the budget, so no optimizer can spend
+more than its share, and a trial still running at the end is cut there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from hpobench_stn.errors import UserError
+
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_PART = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ep|s|m|h)\s*$")
+
+
+class BudgetExhausted(Exception):
+    """Raised by the meter when the run's budget is spent; the harness ends the run cleanly on it."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Seconds of wall-clock and/or epoch-equivalents; a run ends when the first of them is spent."""
+
+    seconds: float | None = None
+    epochs: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.seconds is None and self.epochs is None:
+            raise UserError("a budget needs seconds and/or epochs, e.g. '90s', '15m', '20ep' or '15m,20ep'")
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """Parse ``90s``, ``15m``, ``2h``, ``20ep``, or a comma-separated pair such as ``10m,50ep``."""
+        seconds: float | None = None
+        epochs: float | None = None
+        for part in str(text).split(","):
+            match = _PART.match(part)
+            if not match:
+                raise UserError(
+                    f"malformed budget {text!r}: use a number with a unit, s/m/h for wall-clock or ep for "
+                    "epoch-equivalents, e.g. '90s', '15m', '2h', '20ep', or both: '15m,20ep'"
+                )
+            amount, unit = float(match.group(1)), match.group(2)
+            if amount <= 0:
+                raise UserError(f"malformed budget {text!r}: the amount must be positive")
+            if unit == "ep":
+                if epochs is not None:
+                    raise UserError(f"malformed budget {text!r}: epochs given twice")
+                epochs = amount
+            else:
+                if seconds is not None:
+                    raise UserError(f"malformed budget {text!r}: wall-clock given twice")
+                seconds = amount * _UNIT_SECONDS[unit]
+        return cls(seconds=seconds, epochs=epochs)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.seconds is not None:
+            parts.append(f"{self.seconds:g}s")
+        if self.epochs is not None:
+            parts.append(f"{self.epochs:g}ep")
+        return ",".join(parts)
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready form, stored with the run."""
+        return {"seconds": self.seconds, "epochs": self.epochs}
+
+
+class BudgetMeter:
+    """Meters one run's spending: wall-clock (minus paused reporting time) and epoch-equivalents.
+
+    ``charge(n)`` is called before pushing ``n`` training examples through forward and backward; it raises
+    :class:`BudgetExhausted` instead when the budget would be overrun, so the epoch budget is never exceeded
+    and the wall-clock one by at most one minibatch. ``paused()`` excludes bookkeeping (test-set reporting)
+    from the wall-clock.
+    """
+
+    def __init__(self, budget: Budget, train_size: int, *, spent_seconds: float = 0.0, spent_examples: int = 0) -> None:
+        if train_size <= 0:
+            raise ValueError("train_size must be positive")
+        self.budget = budget
+        self.train_size = train_size
+        self._examples = int(spent_examples)
+        self._offset = float(spent_seconds)
+        self._max_examples = math.inf if budget.epochs is None else budget.epochs * train_size
+        self._max_seconds = math.inf if budget.seconds is None else budget.seconds
+        self._start = time.perf_counter()
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        """Wall-clock seconds spent so far, paused time excluded (plus what a resumed run had spent)."""
+        now = self._paused_since if self._paused_since is not None else time.perf_counter()
+        return self._offset + now - self._start - self._paused_total
+
+    @property
+    def examples(self) -> int:
+        """Training examples charged so far."""
+        return self._examples
+
+    @property
+    def epochs(self) -> float:
+        """Epoch-equivalents spent so far."""
+        return self._examples / self.train_size
+
+    @property
+    def exhausted(self) -> bool:
+        """True once either limit is reached."""
+        return self._examples >= self._max_examples or self.elapsed >= self._max_seconds
+
+    def fraction(self) -> float:
+        """The larger of the spent fractions of the two limits, in [0, 1]."""
+        parts = [
+            self._examples / self._max_examples if math.isfinite(self._max_examples) else 0.0,
+            self.elapsed / self._max_seconds if math.isfinite(self._max_seconds) else 0.0,
+        ]
+        return min(1.0, max(parts))
+
+    def charge(self, examples: int) -> None:
+        """Account for ``examples`` about to be trained on, or raise :class:`BudgetExhausted`."""
+        if self._examples + examples > self._max_examples or self.elapsed >= self._max_seconds:
+            raise BudgetExhausted
+        self._examples += examples
+
+    def check(self) -> None:
+        """Raise :class:`BudgetExhausted` if the budget is already spent."""
+        if self.exhausted:
+            raise BudgetExhausted
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop the wall-clock while reporting (test metrics, bookkeeping); nestable."""
+        if self._paused_since is not None:
+            yield
+            return
+        self._paused_since = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._paused_total += time.perf_counter() - self._paused_since
+            self._paused_since = None

@@ -1,0 +1,227 @@
+"""Command line: ``python -m hpobench_stn {run,sweep,list}``.
+
+Bad input (unknown names, malformed budgets, unwritable folders, configurations out of bounds, missing data)
+prints one line starting with ``error:`` and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hpobench_stn.errors import UserError
+
+DATA_DIR_ENV = "HPOBENCH_STN_DATA"
+DEFAULT_OUT = "results/runs"
+
+
+def _parse_method_args(pairs: list[str]) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"malformed --method-arg {pair!r}: use key=value, e.g. --method-arg resolution=4")
+        try:
+            args[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            args[key] = raw
+    return args
+
+
+def _parse_ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"malformed {what} {text!r}: use integers separated by commas, e.g. 0,1,2") from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="tiny", help="task size: tiny (seconds), cpu (minutes), paper")
+    parser.add_argument(
+        "--budget",
+        default="30s",
+        help="per run: wall-clock (90s, 15m, 2h) and/or epoch-equivalents (20ep), e.g. 10m,50ep",
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help=f"folder with the real data (default: ${DATA_DIR_ENV}, else the shipped slices)",
+    )
+    parser.add_argument("--download", action="store_true", help="download missing data (needs internet)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--method-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method setting, repeatable (see `list`)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the CLI."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpobench_stn",
+        description="Hyperparameter-optimisation benchmark around Self-Tuning Networks",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="one run: a method on a task with a seed and a budget")
+    run.add_argument("--task", required=True)
+    run.add_argument("--method", required=True)
+    run.add_argument("--seed", type=int, default=0)
+    _common(run)
+
+    sweep = sub.add_parser("sweep", help="tasks x methods x seeds; skips completed runs, so a re-run resumes")
+    sweep.add_argument("--tasks", required=True, help="comma-separated task names")
+    sweep.add_argument("--methods", required=True, help="comma-separated method names")
+    sweep.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    _common(sweep)
+
+    sub.add_parser("list", help="tasks, methods and presets with one-line descriptions")
+    return parser
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    elif device != "cpu":
+        raise UserError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def _data_dir(args: argparse.Namespace) -> str | None:
+    data_dir = args.data_dir or os.environ.get(DATA_DIR_ENV)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(f"data folder {data_dir} does not exist; pass an existing folder to --data-dir")
+    return data_dir
+
+
+def _check_out(out: str) -> Path:
+    path = Path(out)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"cannot write to output folder {out} ({exc.strerror}); choose another with --out") from None
+    return path
+
+
+def _cmd_list() -> None:
+    from hpobench_stn.registry import get_method, get_task, method_names, task_names
+
+    print("tasks:")
+    for name in task_names():
+        cls = get_task(name)
+        print(f"  {name:14s} {cls.description}")
+        for preset in cls.presets.values():
+            print(f"      --preset {preset.name:6s} {preset.description}")
+    print("methods:")
+    for name in method_names():
+        print(f"  {name:14s} {get_method(name).description}")
+
+
+def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
+    inc = summary.get("incumbent") or {}
+    test = (inc.get("test_metrics") or {}) if inc else {}
+    line = (
+        f"{spec.task}/{spec.method} seed {spec.seed}: {summary['status']} ({summary['stop_reason']}), "
+        f"{summary['trials']} trials, {summary['epochs']:.2f} ep, {summary['seconds']:.1f} s; "
+    )
+    if inc:
+        line += f"best val_loss {inc['val_loss']:.5g}"
+        line += "".join(f", test {k} {v:.5g}" for k, v in test.items())
+        if "regret" in summary:
+            line += f", regret {summary['regret']:.4g}"
+    else:
+        line += "no trial finished an epoch"
+    print(line)
+    print(f"results: {spec.path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted: completed runs and finished trials are kept; re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from hpobench_stn.budget import Budget
+    from hpobench_stn.harness import RunSpec
+    from hpobench_stn.registry import get_method, get_task
+    from hpobench_stn.sweep import run_sweep
+
+    if args.command == "list":
+        _cmd_list()
+        return 0
+    Budget.parse(args.budget)
+    method_args = _parse_method_args(args.method_arg)
+    out = _check_out(args.out)
+    device = _resolve_device(args.device)
+    data_dir = _data_dir(args)
+    if args.command == "run":
+        tasks, methods, seeds = [args.task], [args.method], [args.seed]
+    else:
+        tasks = [t for t in args.tasks.split(",") if t]
+        methods = [m for m in args.methods.split(",") if m]
+        seeds = _parse_ints(args.seeds, "--seeds")
+    for task in tasks:
+        preset_names = get_task(task).presets
+        if args.preset not in preset_names:
+            raise UserError(
+                f"unknown preset {args.preset!r} for task {task!r}; valid presets: {', '.join(preset_names)}"
+            )
+    for method in methods:
+        get_method(method)
+    specs = [
+        RunSpec(
+            task=t,
+            method=m,
+            seed=s,
+            budget=args.budget,
+            preset=args.preset,
+            out=out,
+            method_args=method_args,
+            data_dir=data_dir,
+            device=device,
+            download=args.download,
+        )
+        for t in tasks
+        for m in methods
+        for s in seeds
+    ]
+    if args.command == "run":
+        from hpobench_stn.harness import execute
+
+        summary = execute(specs[0], progress=not args.quiet)
+        _print_summary(specs[0], summary)
+        return 0 if summary["status"] == "completed" else 1
+    results = run_sweep(specs, progress=not args.quiet)
+    print(json.dumps(results, indent=1))
+    return 0 if all(r["status"] in ("completed", "skipped") for r in results.values()) else 1

@@ -1,0 +1,87 @@
+"""What a run records about itself so that it can be reproduced: settings, versions, git revision, device."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hpobench_stn.budget import Budget
+    from hpobench_stn.harness import RunSpec
+    from hpobench_stn.optimizer import Method
+    from hpobench_stn.task import Task
+
+PACKAGES = ("hpobench-stn", "numpy", "torch", "torchvision", "optuna", "scikit-optimize", "ray", "pandas")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that can change a result (None when absent)."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> dict[str, Any]:
+    """The source tree's commit and whether it had uncommitted changes (None outside a git checkout)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        return {"commit": rev, "dirty": bool(dirty)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """The compute device a run used (GPU name when on CUDA)."""
+    info: dict[str, Any] = {
+        "requested": device,
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "cpu_count": __import__("os").cpu_count(),
+    }
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[str, Any]:
+    """The metadata record of one run."""
+    return {
+        "task": spec.task,
+        "preset": spec.preset,
+        "method": spec.method,
+        "method_args": spec.method_args,
+        "method_settings": method.settings(),
+        "seed": spec.seed,
+        "budget": budget.to_dict(),
+        "budget_text": str(budget),
+        "task_description": task.describe(),
+        "data_dir": spec.data_dir,
+        "device": device_info(spec.device),
+        "versions": package_versions(),
+        "git": git_revision(),
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

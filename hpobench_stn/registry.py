@@ -1,0 +1,63 @@
+"""Registry of tasks and methods by short name, imported lazily.
+
+Built-ins are ``"name": "module:Class"`` strings so that listing names imports nothing. Outside packages add
+their own through the entry-point groups ``hpobench_stn.tasks`` and ``hpobench_stn.methods`` (see README).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from hpobench_stn.errors import UserError
+
+TASK_GROUP = "hpobench_stn.tasks"
+METHOD_GROUP = "hpobench_stn.methods"
+
+BUILTIN_TASKS: dict[str, str] = {
+    "quadratic": "tasks.quadratic.task:QuadraticTask",
+}
+
+BUILTIN_METHODS: dict[str, str] = {
+    "grid": "baselines.grid:GridSearch",
+    "random": "baselines.random_search:RandomSearch",
+    "fixed": "baselines.fixed:FixedConfig",
+}
+
+
+def _table(builtin: dict[str, str], group: str) -> dict[str, str]:
+    table = dict(builtin)
+    for ep in entry_points(group=group):
+        table.setdefault(ep.name, ep.value)
+    return table
+
+
+def task_names() -> list[str]:
+    """All registered task names."""
+    return sorted(_table(BUILTIN_TASKS, TASK_GROUP))
+
+
+def method_names() -> list[str]:
+    """All registered method names."""
+    return sorted(_table(BUILTIN_METHODS, METHOD_GROUP))
+
+
+def _load(kind: str, name: str, table: dict[str, str]) -> Any:
+    if name not in table:
+        raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
+    module_name, _, attr = table[name].partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def get_task(name: str) -> Any:
+    """The Task class registered under ``name`` (a clear error listing valid names otherwise)."""
+    return _load("task", name, _table(BUILTIN_TASKS, TASK_GROUP))
+
+
+def get_method(name: str) -> Any:
+    """The Method class registered under ``name`` (a clear error listing valid names otherwise)."""
+    return _load("method", name, _table(BUILTIN_METHODS, METHOD_GROUP))

@@ -1,0 +1,197 @@
+"""Results store: one folder per run, written so that a crash cannot corrupt it, readable by any tool.
+
+``metadata.json``  everything needed to reproduce the run (written atomically at the start)
+``events.jsonl``   append-only event log, one JSON object per line, flushed as it happens
+``summary.json``   the incumbent and totals (written atomically at the end)
+``COMPLETE``       the completion marker; a sweep skips runs that have it
+
+Loaders return pandas DataFrames; a truncated last line of an event log (a kill mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from hpobench_stn.errors import UserError
+
+METADATA = "metadata.json"
+EVENTS = "events.jsonl"
+SUMMARY = "summary.json"
+COMPLETE = "COMPLETE"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _jsonable(value.item())
+    return value
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(_jsonable(data), fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def settings_tag(settings: dict[str, Any]) -> str:
+    """A short stable hash of non-default method settings ('' when there are none)."""
+    if not settings:
+        return ""
+    blob = json.dumps(_jsonable(settings), sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:8]
+
+
+def run_dir(
+    out: Path,
+    task: str,
+    preset: str,
+    method: str,
+    budget: str,
+    seed: int,
+    method_args: dict[str, Any] | None = None,
+) -> Path:
+    """The folder of one run: ``out/task/preset/method[+hash]/budget/seed-N``."""
+    tag = settings_tag(method_args or {})
+    method_part = f"{method}+{tag}" if tag else method
+    return Path(out) / task / preset / method_part / budget.replace(",", "_") / f"seed-{seed}"
+
+
+def is_complete(path: Path) -> bool:
+    """True when the run folder carries the completion marker."""
+    return (Path(path) / COMPLETE).exists()
+
+
+class RunStore:
+    """Writer for one run folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to output folder {self.path} ({exc.strerror}); choose a writable one with --out"
+            ) from None
+        self._events: TextIO | None = None
+
+    def write_metadata(self, metadata: dict[str, Any]) -> None:
+        """Store the run's metadata (atomically)."""
+        write_json_atomic(self.path / METADATA, metadata)
+
+    def open_events(self) -> None:
+        """Open the event log for appending (a resumed run appends to what it had)."""
+        self._events = open(self.path / EVENTS, "a", buffering=1)  # noqa: SIM115 - kept open for the run
+
+    def event(self, **fields: Any) -> None:
+        """Append one event line and flush it."""
+        if self._events is None:
+            self.open_events()
+        assert self._events is not None
+        self._events.write(json.dumps(_jsonable(fields), sort_keys=True) + "\n")
+        self._events.flush()
+
+    def sync(self) -> None:
+        """Force the event log to disk (called at trial boundaries)."""
+        if self._events is not None:
+            os.fsync(self._events.fileno())
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the summary, then the completion marker."""
+        self.close()
+        write_json_atomic(self.path / SUMMARY, summary)
+        (self.path / COMPLETE).write_text("")
+
+    def close(self) -> None:
+        """Close the event log."""
+        if self._events is not None:
+            self._events.flush()
+            os.fsync(self._events.fileno())
+            self._events.close()
+            self._events = None
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """The events of one run folder; a truncated last line is dropped."""
+    file = Path(path) / EVENTS
+    if not file.exists():
+        return []
+    events = []
+    with open(file) as fh:
+        for line in fh:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return events
+
+
+def find_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Iterator[Path]:
+    """Every run folder (one holding metadata.json) at or under ``paths``."""
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise UserError(f"no runs at {root}: the path does not exist")
+        candidates = [root] if (root / METADATA).exists() else sorted(p.parent for p in root.rglob(METADATA))
+        for run in candidates:
+            if not complete_only or is_complete(run):
+                yield run
+
+
+def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
+    """One row per run: metadata (task, preset, method, seed, budget) joined with the summary."""
+    import pandas as pd
+
+    rows = []
+    for run in find_runs(paths, complete_only):
+        meta = json.loads((run / METADATA).read_text())
+        summary = json.loads((run / SUMMARY).read_text()) if (run / SUMMARY).exists() else {}
+        row = {
+            "path": str(run),
+            "task": meta["task"],
+            "preset": meta["preset"],
+            "method": meta["method"],
+            "seed": meta["seed"],
+            "budget": meta["budget_text"],
+            "complete": is_complete(run),
+        }
+        for key, value in summary.items():
+            if isinstance(value, dict):
+                row.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                row[key] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_events(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
+    """One row per event of every run, with the run's task, preset, method and seed beside it."""
+    import pandas as pd
+
+    frames = []
+    for run in find_runs(paths, complete_only):
+        meta = json.loads((run / METADATA).read_text())
+        events = read_events(run)
+        frame = pd.json_normalize(events) if events else pd.DataFrame()
+        for key in ("task", "preset", "method", "seed"):
+            frame[key] = meta[key]
+        frame["path"] = str(run)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

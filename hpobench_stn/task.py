@@ -1,0 +1,254 @@
+"""The Task contract: a problem with a search space, data splits, presets and two doors.
+
+* The black-box door: :meth:`Task.make_trial` builds a :class:`Trial`, one configuration trained epoch by epoch,
+  reporting validation metrics after each epoch, with checkpoint/restore (PBT needs it). :meth:`Task.train` is the
+  HPOBench-style contract on top of it: configuration + epochs + seed in, metrics + cost out, with a callback
+  after every epoch that can ask to stop.
+* The white-box door for STN: :meth:`Task.stn_problem` returns the same model built with STN layers (see
+  ``hpobench_stn.stn``). Tasks without one say so.
+
+The test split is only touched through :meth:`Trial.test_metrics`, which the harness calls for reporting.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.errors import UserError
+from hpobench_stn.space import Config, SearchSpace
+
+
+@dataclass
+class EpochReport:
+    """What a trial reports after each epoch: validation loss (the objective) and any other metrics."""
+
+    epoch: int
+    val_loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        """True when the objective is NaN or infinite."""
+        return not math.isfinite(self.val_loss)
+
+
+@dataclass
+class TrialResult:
+    """The outcome of a black-box training: best validation loss, its metrics, test metrics and cost."""
+
+    config: Config
+    status: str  # "completed", "stopped", "diverged", "cut" (budget ended inside it)
+    epochs_trained: int
+    best_val_loss: float
+    best_epoch: int
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    cost_epochs: float
+    cost_seconds: float
+    reports: list[EpochReport] = field(default_factory=list)
+
+
+class Trial(ABC):
+    """One configuration being trained through the black-box door, one epoch at a time.
+
+    Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`state_dict`,
+    :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics.
+    """
+
+    def __init__(self, task: Task, config: Config, seed: int) -> None:
+        self.task = task
+        self.config = dict(config)
+        self.seed = seed
+        self.epoch = 0
+        self.best_val_loss = math.inf
+        self.best_epoch = 0
+        self.best_metrics: dict[str, float] = {}
+
+    def train_epoch(self, meter: BudgetMeter) -> EpochReport:
+        """Train one epoch (charging ``meter`` per minibatch), then validate; keep the best checkpoint."""
+        self._train_one_epoch(meter)
+        self.epoch += 1
+        with meter.paused():
+            metrics = self._evaluate("val")
+        report = EpochReport(self.epoch, float(metrics.pop("loss")), metrics)
+        if not report.diverged and report.val_loss < self.best_val_loss:
+            self.best_val_loss, self.best_epoch = report.val_loss, self.epoch
+            self.best_metrics = dict(metrics)
+            self._remember_best()
+        return report
+
+    def set_config(self, config: Config) -> None:
+        """Continue training with new hyperparameters (PBT's explore step)."""
+        self.config = dict(self.task.space.validate(config))
+
+    def test_metrics(self) -> dict[str, float]:
+        """Test-split metrics of the best checkpoint (for reporting only; never used for a decision)."""
+        return {k: float(v) for k, v in self._evaluate("test", best=True).items()}
+
+    @abstractmethod
+    def _train_one_epoch(self, meter: BudgetMeter) -> None:
+        """One pass over the training data; call ``meter.charge(batch_size)`` before every minibatch."""
+
+    @abstractmethod
+    def _evaluate(self, split: str, best: bool = False) -> dict[str, float]:
+        """Metrics on ``split`` ("val" or "test"), with ``loss`` among them; ``best``: at the best checkpoint."""
+
+    @abstractmethod
+    def _remember_best(self) -> None:
+        """Keep the current weights as the best checkpoint."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training exactly (weights, optimizer, RNG, epoch, best checkpoint)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named size of a task: ``tiny`` (tests, seconds), ``cpu`` (this class of machine), ``paper``."""
+
+    name: str
+    description: str
+    max_epochs: int
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+ReportCallback = Callable[[EpochReport], bool | None]
+
+
+class Task(ABC):
+    """A problem: search space, metric, data splits, presets, and the black-box and white-box doors."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    presets: ClassVar[dict[str, Preset]]
+    metric: ClassVar[str] = "val_loss"
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        *,
+        data_dir: str | Path | None = None,
+        device: str = "cpu",
+        download: bool = False,
+    ) -> None:
+        if preset not in self.presets:
+            raise UserError(
+                f"unknown preset {preset!r} for task {self.name!r}; valid presets: {', '.join(self.presets)}"
+            )
+        self.preset = self.presets[preset]
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.device = device
+        self.download = download
+
+    @property
+    @abstractmethod
+    def space(self) -> SearchSpace:
+        """The search space every optimizer (and STN) is derived from."""
+
+    @property
+    @abstractmethod
+    def train_size(self) -> int:
+        """Number of training examples: one epoch-equivalent."""
+
+    @property
+    def max_epochs(self) -> int:
+        """Length of one full trial for this preset."""
+        return self.preset.max_epochs
+
+    @abstractmethod
+    def make_trial(self, config: Config, seed: int) -> Trial:
+        """A fresh model at ``config`` (validated), seeded, ready to train epoch by epoch."""
+
+    def stn_problem(self, seed: int) -> Any:
+        """The white-box door for STN; tasks that have one override this."""
+        raise UserError(f"task {self.name!r} has no white-box door, so STN methods cannot run on it")
+
+    def signature(self) -> dict[str, float]:
+        """Losses at fixed probe configurations, to catch drift in data or preprocessing (see tests)."""
+        probes = {
+            "default": self.space.default(),
+            "low": self.space.from_unit([0.0] * len(self.space)),
+            "high": self.space.from_unit([1.0] * len(self.space)),
+        }
+        out: dict[str, float] = {}
+        for probe, config in probes.items():
+            trial = self.make_trial(config, seed=0)
+            meter = BudgetMeter(Budget(epochs=1), self.train_size)
+            out[probe] = trial.train_epoch(meter).val_loss
+        return out
+
+    def summary_extras(self, config: Config, hparams: dict[str, float] | None = None) -> dict[str, Any]:
+        """Extra summary fields for the incumbent (the quadratic task adds its exact regret)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description of the task instance (stored in run metadata)."""
+        return {
+            "name": self.name,
+            "preset": self.preset.name,
+            "max_epochs": self.max_epochs,
+            "settings": dict(self.preset.settings),
+            "train_size": self.train_size,
+            "space": self.space.describe(),
+        }
+
+    def train(
+        self,
+        config: Mapping[str, Any],
+        epochs: int | None = None,
+        seed: int = 0,
+        callback: ReportCallback | None = None,
+        meter: BudgetMeter | None = None,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> TrialResult:
+        """Train at a fixed configuration for up to ``epochs`` (default: the preset's), reporting each epoch.
+
+        ``callback(report)`` returning ``False`` stops the trial early. ``checkpoint`` (from
+        :meth:`Trial.state_dict`) resumes a previous training. A NaN/inf validation loss ends the trial as
+        diverged. Returns the best checkpoint's validation and test metrics and the cost.
+        """
+        config = self.space.validate(config)
+        epochs = self.max_epochs if epochs is None else epochs
+        meter = meter or BudgetMeter(Budget(epochs=float(epochs) + 1e-9), self.train_size)
+        start_seconds, start_examples = meter.elapsed, meter.examples
+        trial = self.make_trial(config, seed)
+        if checkpoint is not None:
+            trial.load_state_dict(checkpoint)
+        reports: list[EpochReport] = []
+        status = "completed"
+        try:
+            while trial.epoch < epochs:
+                report = trial.train_epoch(meter)
+                reports.append(report)
+                if report.diverged:
+                    status = "diverged"
+                    break
+                if callback is not None and callback(report) is False:
+                    status = "stopped"
+                    break
+        except BudgetExhausted:
+            status = "cut"
+        with meter.paused():
+            test = trial.test_metrics() if trial.best_epoch > 0 else {}
+        return TrialResult(
+            config=config,
+            status=status,
+            epochs_trained=trial.epoch,
+            best_val_loss=trial.best_val_loss,
+            best_epoch=trial.best_epoch,
+            val_metrics=dict(trial.best_metrics),
+            test_metrics=test,
+            cost_epochs=(meter.examples - start_examples) / self.train_size,
+            cost_seconds=meter.elapsed - start_seconds,
+            reports=reports,
+        )

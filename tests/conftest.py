@@ -1,0 +1,13 @@
+"""Shared fixtures: test-only tasks and methods registered for the duration of a test."""
+
+import pytest
+
+from hpobench_stn import registry
+
+
+@pytest.fixture
+def test_registry(monkeypatch):
+    """Registers the faulty task and optimizer of ``faulty.py`` beside the built-ins."""
+    monkeypatch.setitem(registry.BUILTIN_TASKS, "faulty-quadratic", "faulty:FaultyQuadratic")
+    monkeypatch.setitem(registry.BUILTIN_METHODS, "crashy-random", "faulty:CrashyRandom")
+    return registry

@@ -1,0 +1,57 @@
+"""Budget parsing and the meter's enforcement."""
+
+import pytest
+
+from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.errors import UserError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds", "epochs"),
+    [
+        ("90s", 90, None),
+        ("15m", 900, None),
+        ("2h", 7200, None),
+        ("20ep", None, 20),
+        ("1.5m,3ep", 90, 3),
+        ("0.5ep", None, 0.5),
+    ],
+)
+def test_parse(text, seconds, epochs):
+    budget = Budget.parse(text)
+    assert budget.seconds == seconds and budget.epochs == epochs
+    assert Budget.parse(str(budget)) == budget
+
+
+@pytest.mark.parametrize("text", ["", "90", "ten minutes", "5x", "-3s", "0s", "3s,4s", "ep", "1m,2ep,3h"])
+def test_malformed(text):
+    with pytest.raises(UserError, match="budget"):
+        Budget.parse(text)
+
+
+def test_epoch_budget_is_never_exceeded():
+    meter = BudgetMeter(Budget(epochs=2.5), train_size=100)
+    charged = 0
+    with pytest.raises(BudgetExhausted):
+        while True:
+            meter.charge(32)
+            charged += 32
+    assert charged <= 250 and charged > 250 - 32
+    assert (meter.examples == charged and meter.exhausted is False) or meter.epochs <= 2.5
+
+
+def test_paused_time_is_not_charged():
+    import time
+
+    meter = BudgetMeter(Budget(seconds=100), train_size=1)
+    with meter.paused():
+        time.sleep(0.2)
+    assert meter.elapsed < 0.1
+
+
+def test_resumed_meter_starts_from_what_was_spent():
+    meter = BudgetMeter(Budget(epochs=3), train_size=10, spent_examples=25, spent_seconds=7.0)
+    assert meter.epochs == 2.5 and meter.elapsed >= 7.0
+    meter.charge(5)
+    with pytest.raises(BudgetExhausted):
+        meter.charge(1)

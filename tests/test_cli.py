@@ -1,0 +1,85 @@
+"""The command line: a run shows progress and leaves a run folder; bad input gives one line and exit code 2."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, cwd=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "hpobench_stn", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_run_shows_progress_and_stores_results(tmp_path):
+    result = cli("run", "--task", "quadratic", "--method", "random", "--budget", "3s", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "% of budget" in result.stderr and "best" in result.stderr
+    assert "quadratic/random seed 0: completed" in result.stdout
+    run = tmp_path / "quadratic" / "tiny" / "random" / "3s" / "seed-0"
+    assert {p.name for p in run.iterdir()} >= {"metadata.json", "events.jsonl", "summary.json", "COMPLETE"}
+
+
+def test_list_names_tasks_methods_presets():
+    result = cli("list")
+    assert result.returncode == 0
+    for word in ("quadratic", "random", "grid", "--preset tiny", "--preset cpu", "--preset paper"):
+        assert word in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--task", "nope", "--method", "random"], "unknown task 'nope'; valid tasks: quadratic"),
+        (
+            ["run", "--task", "quadratic", "--method", "nope"],
+            "unknown method 'nope'; valid methods: fixed, grid",
+        ),
+        (["run", "--task", "quadratic", "--method", "random", "--budget", "ten"], "malformed budget 'ten'"),
+        (["run", "--task", "quadratic", "--method", "random", "--preset", "huge"], "unknown preset 'huge'"),
+        (
+            ["run", "--task", "quadratic", "--method", "fixed", "--method-arg", "config={'penalty_0': 99.0}"],
+            "'penalty_0' = 99.0 is outside its bounds [0.001, 10.0]",
+        ),
+        (
+            ["run", "--task", "quadratic", "--method", "fixed", "--method-arg", "config={'penalty_x': 1}"],
+            "unknown hyperparameter(s) 'penalty_x'",
+        ),
+        (
+            ["run", "--task", "quadratic", "--method", "grid", "--method-arg", "colour=3"],
+            "method 'grid' has no setting 'colour'; valid settings: resolution, order",
+        ),
+        (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "a,b"], "malformed --seeds"),
+        (["run", "--task", "quadratic", "--method", "random", "--device", "tpu"], "unknown device 'tpu'"),
+        (
+            ["run", "--task", "quadratic", "--method", "random", "--data-dir", "/no/such/folder"],
+            "data folder /no/such/folder does not exist",
+        ),
+    ],
+)
+def test_bad_input_gives_one_clear_line(tmp_path, args, message):
+    result = cli(*args, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert message in lines[0]
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = cli("run", "--task", "quadratic", "--method", "random", "--out", str(blocker / "runs"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: cannot write to output folder")
+    assert len(result.stderr.strip().splitlines()) == 1

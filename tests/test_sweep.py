@@ -1,0 +1,64 @@
+"""Sweeps: a re-run does the work once; a sweep killed with SIGKILL and re-run completes every run exactly once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpobench_stn.store import find_runs, read_events
+
+ROOT = Path(__file__).resolve().parent.parent
+SWEEP = ["sweep", "--tasks", "quadratic", "--methods", "grid,random", "--seeds", "0,1", "--quiet"]
+
+
+def _sweep(out, budget, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpobench_stn", *SWEEP, "--budget", budget, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kw,
+    )
+
+
+def test_sweep_twice_does_the_work_once(tmp_path):
+    first = _sweep(tmp_path, "60ep")
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert [v["status"] for v in json.loads(out).values()] == ["completed"] * 4
+    logs = {p: (p / "events.jsonl").read_text() for p in find_runs([tmp_path])}
+    assert len(logs) == 4
+    second = _sweep(tmp_path, "60ep")
+    out, _ = second.communicate(timeout=300)
+    assert all(v["status"] == "skipped" for v in json.loads(out).values())
+    assert {p: (p / "events.jsonl").read_text() for p in find_runs([tmp_path])} == logs
+
+
+@pytest.mark.slow
+def test_sweep_killed_midway_resumes_without_duplicates(tmp_path):
+    proc = _sweep(tmp_path, "4000ep")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(find_runs([tmp_path]))) < 1:
+        time.sleep(0.1)
+    time.sleep(1.0)  # let the next run get going, then kill it mid-trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    complete_before = list(find_runs([tmp_path]))
+    assert 1 <= len(complete_before) < 4, "the kill should land midway"
+    rerun = _sweep(tmp_path, "4000ep")
+    _out, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    runs = list(find_runs([tmp_path]))
+    assert len(runs) == 4 and len(list(find_runs([tmp_path], complete_only=False))) == 4
+    for run in runs:
+        ends = [ev["trial"] for ev in read_events(run) if ev["event"] == "trial_end"]
+        assert len(ends) == len(set(ends)), f"duplicated trials in {run}"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["epochs"] <= 4000 and summary["status"] == "completed"
