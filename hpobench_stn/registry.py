@@ -23,6 +23,8 @@ BUILTIN_METHODS: dict[str, str] = {
     "grid": "baselines.grid:GridSearch",
     "random": "baselines.random_search:RandomSearch",
     "fixed": "baselines.fixed:FixedConfig",
+    "stn": "hpobench_stn.stn.method:STN",
+    "delta-stn": "hpobench_stn.stn.method:DeltaSTN",
 }
 
 

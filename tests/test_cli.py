@@ -43,7 +43,7 @@ def test_list_names_tasks_methods_presets():
         (["run", "--task", "nope", "--method", "random"], "unknown task 'nope'; valid tasks: quadratic"),
         (
             ["run", "--task", "quadratic", "--method", "nope"],
-            "unknown method 'nope'; valid methods: fixed, grid",
+            "unknown method 'nope'; valid methods: delta-stn, fixed, grid, random, stn",
         ),
         (["run", "--task", "quadratic", "--method", "random", "--budget", "ten"], "malformed budget 'ten'"),
         (["run", "--task", "quadratic", "--method", "random", "--preset", "huge"], "unknown preset 'huge'"),

@@ -114,9 +114,10 @@ class QuadraticTask(Task):
     presets: ClassVar[dict[str, Preset]] = {
         "tiny": _preset(
             "tiny",
-            "10 features, 200 training examples, 10 epochs (tests, milliseconds a trial)",
+            "10 features, 200 training examples, batch 8, 10 epochs (tests, milliseconds a trial)",
             10,
             n_train=200,
+            batch_size=8,
         ),
         "cpu": _preset(
             "cpu",
@@ -147,7 +148,7 @@ class QuadraticTask(Task):
                 PENALTY_HIGH,
                 log=True,
                 init=PENALTY_INIT,
-                per_example=False,
+                per_example=True,
                 description=f"L2 penalty on weight {j}",
             )
             for j in range(self.preset.settings["n_features"])
@@ -174,6 +175,12 @@ class QuadraticTask(Task):
     def make_trial(self, config: Config, seed: int) -> QuadraticTrial:
         """A fresh SGD training at the given penalties."""
         return QuadraticTrial(self, self.space.validate(config), seed)
+
+    def stn_problem(self, seed: int) -> Any:
+        """The white-box door: the linear model with an STN weight vector (see ``tasks.quadratic.stn``)."""
+        from tasks.quadratic.stn import QuadraticStnProblem
+
+        return QuadraticStnProblem(self, seed)
 
     def optimum(self) -> tuple[list[float], float]:
         """Exact optimum (penalties, validation loss) of this preset's instance; computed once per process."""

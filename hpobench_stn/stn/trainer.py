@@ -1,0 +1,235 @@
+"""The STN training loop (and Delta-STN's variant), run under the harness's budget meter.
+
+Warm-up: weight steps only, at perturbed λ̃. Then cycles of ``t_train`` weight steps (training mode, regularisers
+and gates at λ̃) and ``t_val`` hyperparameter steps (evaluation mode, validation batches, gradient with respect to
+λ and σ only). After each epoch: full validation at the unperturbed λ, the task's learning-rate rule, the best
+checkpoint (weights *and* the λ current with them), and a report carrying the hyperparameter values, i.e. the
+schedule. Every example pushed through forward and backward, training or validation, is charged to the meter.
+
+Delta-STN (Bae & Grosse 2020): the gates see the centred perturbation λ̃ − λ; the elementary weights are trained
+on the unperturbed loss and the response weights on the perturbed one, optionally through a linearisation of the
+network output in the perturbation (``torch.func.jvp``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hpobench_stn.budget import BudgetExhausted
+from hpobench_stn.errors import UserError
+from hpobench_stn.stn.hyper import HyperState
+from hpobench_stn.stn.layers import stn_parameter_groups
+from hpobench_stn.stn.problem import StnProblem
+from hpobench_stn.task import EpochReport
+
+TRIAL_ID = 0  # an STN run is one training: trial 0
+
+
+@dataclass
+class StnSettings:
+    """Trainer settings; ``None`` means the task's preferred value (``StnProblem.defaults``), then the reference."""
+
+    epochs: int | None = None
+    warmup_steps: int | None = None
+    t_train: int = 2
+    t_val: int = 1
+    lr: float | None = None
+    hyper_lr: float | None = None
+    tau: float = 1e-3
+    sigma_init: float | None = None
+    tune_sigma: bool | None = None
+    delta: bool = False
+    linearize: bool = False
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The setting names (for --method-arg)."""
+        return [f.name for f in fields(cls)]
+
+    def resolved(self, problem: StnProblem, max_epochs: int) -> StnSettings:
+        """Fill unset values from the task's defaults, then the reference values of STN.md."""
+        reference = {
+            "epochs": max_epochs,
+            "warmup_steps": 0,
+            "lr": 1e-2,
+            "hyper_lr": 3e-3,
+            "sigma_init": 0.5,
+            "tune_sigma": True,
+        }
+        values = asdict(self)
+        for key, value in values.items():
+            if value is None:
+                values[key] = problem.defaults.get(key, reference.get(key))
+        out = StnSettings(**values)
+        if out.t_train < 1 or out.t_val < 0 or out.epochs < 1:
+            raise UserError("STN settings: t_train and epochs must be at least 1, t_val at least 0")
+        if out.linearize and not out.delta:
+            raise UserError("STN setting linearize=True applies to delta-stn only")
+        return out
+
+
+class StnTrainer:
+    """One self-tuning training of a task's STN problem, reporting into a run context."""
+
+    def __init__(self, problem: StnProblem, settings: StnSettings, seed: int) -> None:
+        self.problem = problem
+        self.settings = settings
+        self.generator = torch.Generator().manual_seed(seed)
+        self.hyper = HyperState(problem.space, sigma_init=settings.sigma_init, tune_sigma=settings.tune_sigma)
+        self.elementary, self.response = stn_parameter_groups(problem.model)
+        self.weights = self.elementary + self.response
+        self.weight_opt = problem.weight_optimizer(self.weights, settings.lr)
+        hyper_params = [self.hyper.u] + ([self.hyper.s] if settings.tune_sigma else [])
+        self.hyper_params = hyper_params
+        self.hyper_opt = torch.optim.Adam(hyper_params, lr=settings.hyper_lr)
+        self.steps = 0
+        self.epoch = 0
+        self.best: dict[str, Any] | None = None
+        self.best_val_loss = math.inf
+        self.last_val_loss = math.inf
+
+    # --- gates and values ------------------------------------------------------------------------------------
+    def _gates(self, u_tilde: Tensor) -> Tensor:
+        return u_tilde - self.hyper.u.detach() if self.settings.delta else u_tilde
+
+    def centre_gates(self, batch: int) -> tuple[Tensor, Tensor]:
+        """(gates, values) at the unperturbed λ for a batch: what evaluation uses."""
+        with torch.no_grad():
+            u = self.hyper.centre(batch)
+            gates = torch.zeros_like(u) if self.settings.delta else u
+            return gates, self.hyper.task_values(u)
+
+    # --- steps -----------------------------------------------------------------------------------------------
+    def train_step(self, batch: Any, meter: Any) -> float:
+        """One weight step at perturbed λ̃ (Delta-STN: elementary at λ, response at λ̃)."""
+        size = self.problem.batch_size(batch)
+        meter.charge(size)
+        self.problem.model.train()
+        with torch.no_grad():
+            u_tilde = self.hyper.sample(size, self.generator)
+            values = self.hyper.task_values(u_tilde)
+        self.weight_opt.zero_grad(set_to_none=True)
+        if not self.settings.delta:
+            loss = self.problem.loss(batch, u_tilde, values, train=True)
+            loss.backward()
+        else:
+            loss = self._delta_backward(batch, u_tilde, values, size)
+        self.problem.clip_gradients(self.weights)
+        self.weight_opt.step()
+        self.steps += 1
+        return float(loss.detach())
+
+    def _delta_backward(self, batch: Any, u_tilde: Tensor, values: Tensor, size: int) -> Tensor:
+        centre_gates, centre_values = self.centre_gates(size)
+        delta = u_tilde - self.hyper.u.detach()
+        if self.settings.linearize:
+            outputs = getattr(self.problem, "outputs", None)
+            criterion = getattr(self.problem, "criterion", None)
+            if outputs is None or criterion is None:
+                raise UserError("linearize=True needs a task whose STN problem has outputs() and criterion()")
+            y0, dy = torch.func.jvp(lambda g: outputs(batch, g, values, True), (centre_gates,), (delta,))
+            loss_e = criterion(y0, batch, centre_values, True)
+            loss_r = criterion(y0.detach() + dy, batch, values, True)
+        else:
+            loss_e = self.problem.loss(batch, centre_gates, centre_values, train=True)
+            loss_r = self.problem.loss(batch, delta, values, train=True)
+        grads_e = torch.autograd.grad(loss_e, self.elementary, retain_graph=True, allow_unused=True)
+        grads_r = torch.autograd.grad(loss_r, self.response, allow_unused=True)
+        for p, g in zip(self.elementary + self.response, grads_e + grads_r, strict=True):
+            p.grad = g
+        return loss_r
+
+    def hyper_step(self, batch: Any, meter: Any) -> float:
+        """One step on λ (and σ) on a validation batch, model in evaluation mode; only λ, σ get gradients."""
+        size = self.problem.batch_size(batch)
+        meter.charge(size)
+        self.problem.model.eval()
+        sigma_on = self.settings.tune_sigma
+        u_tilde = self.hyper.sample(size, self.generator) if sigma_on else self.hyper.centre(size)
+        loss = self.problem.loss(batch, self._gates(u_tilde), self.hyper.task_values(u_tilde), train=False)
+        objective = loss - self.settings.tau * self.hyper.entropy() if self.settings.tune_sigma else loss
+        grads = torch.autograd.grad(objective, self.hyper_params)
+        self.hyper_opt.zero_grad(set_to_none=True)
+        for p, g in zip(self.hyper_params, grads, strict=True):
+            p.grad = g
+        self.hyper_opt.step()
+        return float(loss.detach())
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Full pass over ``split`` at the unperturbed λ, model in evaluation mode."""
+        self.problem.model.eval()
+        with torch.no_grad():
+            return self.problem.evaluate(split, self.centre_gates)
+
+    def schedule_entry(self) -> dict[str, float]:
+        """The hyperparameter values (and σ) now: one point of the schedule."""
+        entry = self.hyper.current()
+        entry.update({f"sigma.{k}": v for k, v in self.hyper.current_sigma().items()})
+        return entry
+
+    def run(self, ctx: Any) -> None:
+        """Train for the set number of epochs or until the budget ends, reporting every epoch into ``ctx``."""
+        meter, s = ctx.meter, self.settings
+        ctx.trial_start(TRIAL_ID, self.hyper.current(), ctx.seed)
+        ctx.note("stn_settings", settings=asdict(s))
+        val_iter = cycle_batches(self.problem, self.generator)
+        status = "completed"
+        try:
+            while self.epoch < s.epochs:
+                for batch in self.problem.train_batches(self.generator):
+                    self.train_step(batch, meter)
+                    if self.steps > s.warmup_steps and self.steps % s.t_train == 0:
+                        for _ in range(s.t_val):
+                            self.hyper_step(next(val_iter), meter)
+                self.epoch += 1
+                self._end_of_epoch(ctx)
+                if not math.isfinite(self.last_val_loss):
+                    status = "diverged"
+                    break
+        except BudgetExhausted:
+            status = "cut"
+        self._finish(ctx, status)
+
+    def _end_of_epoch(self, ctx: Any) -> None:
+        metrics = self.evaluate("val")
+        val_loss = float(metrics.pop("loss"))
+        self.last_val_loss = val_loss
+        self.problem.on_epoch_end(self.weight_opt, self.epoch, val_loss)
+        schedule = self.schedule_entry()
+        ctx.report(TRIAL_ID, self.hyper.current(), EpochReport(self.epoch, val_loss, metrics), hparams=schedule)
+        if math.isfinite(val_loss) and val_loss < self.best_val_loss:
+            self.best_val_loss = val_loss
+            self.best = {
+                "model": copy.deepcopy(self.problem.model.state_dict()),
+                "hyper": copy.deepcopy(self.hyper.state_dict()),
+                "epoch": self.epoch,
+                "hparams": schedule,
+            }
+
+    def restore_best(self) -> None:
+        """Load the best checkpoint: the weights and the λ (and σ) that were current with them."""
+        if self.best is not None:
+            self.problem.model.load_state_dict(self.best["model"])
+            self.hyper.load_state_dict(self.best["hyper"])
+
+    def _finish(self, ctx: Any, status: str) -> None:
+        test = None
+        if self.best is not None:
+            with ctx.meter.paused():
+                self.restore_best()
+                test = {k: float(v) for k, v in self.evaluate("test").items()}
+                ctx.note("best_checkpoint", trial=TRIAL_ID, epoch=self.best["epoch"], hparams=self.schedule_entry())
+        ctx.trial_end(TRIAL_ID, status, self.best_val_loss if self.best is not None else None, test_metrics=test)
+
+
+def cycle_batches(problem: StnProblem, generator: torch.Generator) -> Any:
+    """Validation batches forever, reshuffled each pass."""
+    while True:
+        yield from problem.val_batches(generator)
