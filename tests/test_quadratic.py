@@ -10,7 +10,7 @@ import torch
 from hpobench_stn.budget import Budget, BudgetMeter
 from tasks.quadratic.task import QuadraticTask
 
-SIGNATURES = json.loads((Path(__file__).parent / "signatures.json").read_text())
+SIGNATURES = {"quadratic": json.loads((Path(__file__).parent / "signatures" / "quadratic.json").read_text())}
 
 
 @pytest.mark.parametrize("preset", sorted(SIGNATURES["quadratic"]))
