@@ -91,13 +91,15 @@ def counted_flops(step: Step) -> int:
 def lstm_flops(seq: int, batch: int, n_in: int, hidden: int, n_hparams: int | None) -> int:
     """Analytic matmul FLOPs of a training step of a one-layer LSTM (STN when ``n_hparams`` is given).
 
-    Forward: ``T·B·4H·(I + H)`` multiply-adds (twice that for STN, plus two gate maps ``B·n·8H``); backward
-    twice the forward (input and weight gradients); 2 FLOPs per multiply-add.
+    Multiply-adds of the plain LSTM: forward ``T·B·4H·(I + H)``; backward the weight gradients (the same again)
+    and the gradient with respect to the hidden state ``T·B·4H·H`` (the inputs need none), so
+    ``T·B·4H·(2I + 3H)`` in all. STN doubles every product and adds its two gate maps ``n -> 8H``
+    (forward and weight gradient: ``2·2·B·n·8H``). 2 FLOPs per multiply-add.
     """
-    macs = seq * batch * 4 * hidden * (n_in + hidden)
+    macs = seq * batch * 4 * hidden * (2 * n_in + 3 * hidden)
     if n_hparams is not None:
-        macs = 2 * macs + 2 * batch * n_hparams * 8 * hidden
-    return 2 * 3 * macs
+        macs = 2 * macs + 4 * batch * n_hparams * 8 * hidden
+    return 2 * macs
 
 
 def time_interleaved(steps: dict[str, Step], warmup: int, reps: int) -> dict[str, float]:

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sweep)
 
     sub.add_parser("list", help="tasks, methods and presets with one-line descriptions")
+    from analysis.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -163,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(
             "interrupted: completed runs and finished trials are kept; re-run the same command to resume",
@@ -180,6 +186,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         _cmd_list()
         return 0
+    if args.command in ("table", "plot"):
+        from analysis.cli import dispatch
+
+        return dispatch(args)
     Budget.parse(args.budget)
     method_args = _parse_method_args(args.method_arg)
     out = _check_out(args.out)

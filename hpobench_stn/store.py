@@ -155,8 +155,19 @@ def find_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Iterat
                 yield run
 
 
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
-    """One row per run: metadata (task, preset, method, seed, budget) joined with the summary."""
+    """One row per run: metadata (task, preset, method, seed, budget) joined with the flattened summary
+    (nested keys joined with dots: ``incumbent.test_metrics.loss``, ``incumbent.config.penalty_0``)."""
     import pandas as pd
 
     rows = []
@@ -172,11 +183,7 @@ def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
             "budget": meta["budget_text"],
             "complete": is_complete(run),
         }
-        for key, value in summary.items():
-            if isinstance(value, dict):
-                row.update({f"{key}.{k}": v for k, v in value.items()})
-            else:
-                row[key] = value
+        row.update(_flatten(summary))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -1,0 +1,138 @@
+"""Anytime curves (best validation loss so far against wall-clock or epochs) and hyperparameter schedules.
+
+Resampling is a step function that carries the best value observed so far forward and is NaN before a run's
+first report, so a curve never shows a value before it was observed. The mean over seeds is drawn only where
+every seed has reported. Works on :func:`hpobench_stn.store.load_events` output; never imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AXES = {"t": "wall-clock seconds", "epochs": "epoch-equivalents"}
+
+
+def best_so_far(events: pd.DataFrame, x: str = "t") -> pd.DataFrame:
+    """Per run: the report events sorted by ``x`` with ``best`` = running minimum of the validation loss."""
+    reports = events[events["event"] == "report"].copy()
+    reports["val_loss"] = pd.to_numeric(reports["val_loss"], errors="coerce")
+    reports = reports.sort_values(["path", x])
+    reports["best"] = reports.groupby("path")["val_loss"].cummin()
+    return reports[["task", "preset", "method", "seed", "path", x, "val_loss", "best"]]
+
+
+def resample(curve_x: np.ndarray, curve_y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The step function through (curve_x, curve_y) evaluated on ``grid``: NaN before the first point."""
+    order = np.argsort(curve_x, kind="stable")
+    xs, ys = np.asarray(curve_x, dtype=float)[order], np.asarray(curve_y, dtype=float)[order]
+    idx = np.searchsorted(xs, grid, side="right") - 1
+    out = np.full(len(grid), np.nan)
+    seen = idx >= 0
+    out[seen] = ys[idx[seen]]
+    return out
+
+
+def anytime(events: pd.DataFrame, x: str = "t", points: int = 200, log_x: bool = False) -> pd.DataFrame:
+    """Mean ± standard error over seeds of the best-so-far curve, per (task, method), on a common grid."""
+    curves = best_so_far(events, x)
+    rows = []
+    for (task, method), group in curves.groupby(["task", "method"], sort=True):
+        top = float(group[x].max())
+        low = max(float(group.loc[group[x] > 0, x].min()), 1e-6) if log_x else 0.0
+        grid = np.geomspace(low, top, points) if log_x and top > low else np.linspace(0.0, top, points)
+        per_run = np.vstack(
+            [resample(run[x].to_numpy(), run["best"].to_numpy(), grid) for _, run in group.groupby("path")]
+        )
+        complete = ~np.isnan(per_run).any(axis=0)
+        n = per_run.shape[0]
+        mean = np.where(complete, np.nanmean(np.where(np.isnan(per_run), 0, per_run), axis=0), np.nan)
+        se = np.where(complete & (n > 1), per_run.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.nan, np.nan)
+        rows.append(pd.DataFrame({"task": task, "method": method, x: grid, "mean": mean, "se": se, "n": n}))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def schedules(events: pd.DataFrame) -> pd.DataFrame:
+    """Long table of hyperparameter values over training from report events carrying ``hparams``
+    (STN's schedule; PBT's too): task, method, seed, epochs, hyperparameter, value."""
+    reports = events[events["event"] == "report"]
+    columns = [c for c in reports.columns if c.startswith("hparams.") and not c.startswith("hparams.sigma.")]
+    if not columns:
+        return pd.DataFrame(columns=["task", "method", "seed", "path", "epochs", "hyperparameter", "value"])
+    long = reports.melt(
+        id_vars=["task", "method", "seed", "path", "epochs"],
+        value_vars=columns,
+        var_name="hyperparameter",
+        value_name="value",
+    ).dropna(subset=["value"])
+    long["hyperparameter"] = long["hyperparameter"].str.removeprefix("hparams.")
+    return long
+
+
+def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | None = None) -> list[Path]:
+    """One figure per task: mean ± standard error of the best validation loss so far; PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    data = anytime(events, x)
+    written = []
+    for task, group in data.groupby("task"):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for method, line in group.groupby("method"):
+            ax.plot(line[x], line["mean"], label=f"{method} (n={int(line['n'].iloc[0])})")
+            ax.fill_between(line[x], line["mean"] - line["se"], line["mean"] + line["se"], alpha=0.2)
+        values = group["mean"].dropna()
+        if log_y or (log_y is None and len(values) and values.min() > 0 and values.max() / values.min() > 10):
+            ax.set_yscale("log")
+        ax.set_xlabel(AXES[x])
+        ax.set_ylabel("best validation loss so far")
+        ax.set_title(f"{task}: anytime performance")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        for suffix in ("png", "pdf"):
+            path = Path(out) / f"anytime-{task}-{x}.{suffix}"
+            fig.savefig(path, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {"Software": None})
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
+    """One figure per task: one panel per hyperparameter, one line per (method, seed); PNG and PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    data = schedules(events)
+    written = []
+    for task, group in data.groupby("task"):
+        names = sorted(group["hyperparameter"].unique())
+        cols = min(4, len(names))
+        rows = math.ceil(len(names) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharex=True)
+        for ax, name in zip(axes.flat, names, strict=False):
+            for (method, seed), line in group[group["hyperparameter"] == name].groupby(["method", "seed"]):
+                ax.plot(line["epochs"], line["value"], label=f"{method} seed {seed}", lw=1)
+            ax.set_title(name, fontsize=8)
+        for ax in list(axes.flat)[len(names) :]:
+            ax.axis("off")
+        axes.flat[0].legend(fontsize=6)
+        fig.supxlabel("epoch-equivalents spent")
+        fig.suptitle(f"{task}: hyperparameter schedules")
+        fig.tight_layout()
+        for suffix in ("png", "pdf"):
+            path = Path(out) / f"schedules-{task}.{suffix}"
+            fig.savefig(path, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {"Software": None})
+            written.append(path)
+        plt.close(fig)
+    return written

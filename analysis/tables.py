@@ -1,0 +1,142 @@
+"""Comparison tables from stored runs: Markdown, LaTeX and CSV; and the STN paper's table layout.
+
+Each cell is ``mean ± standard error`` over seeds. Per column and comparison group (task, preset, budget) the best
+method is in bold, and methods not significantly worse than it (paired Wilcoxon signed-rank over seeds, see
+:func:`analysis.aggregate.best_and_ties`) carry a dagger.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis.aggregate import COST, GROUP, METRICS, Metric, available, best_and_ties, summarize
+
+PAPER_METHOD_ORDER = [
+    "grid",
+    "random",
+    "tpe",
+    "gp",
+    "cmaes",
+    "skopt-gp",
+    "skopt-forest",
+    "asha",
+    "hyperband",
+    "pbt",
+    "fixed",
+    "stn",
+    "delta-stn",
+]
+
+
+def _number(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.0f}" if abs(value) >= 10**digits else f"{value:.{digits}g}"
+
+
+def _cell(mean: float, se: float) -> str:
+    if isinstance(mean, float) and math.isnan(mean):
+        return "–"
+    return _number(mean) if isinstance(se, float) and math.isnan(se) else f"{_number(mean)} ± {_number(se, 2)}"
+
+
+def _method_order(methods: list[str]) -> list[str]:
+    known = [m for m in PAPER_METHOD_ORDER if m in methods]
+    return known + sorted(m for m in methods if m not in known)
+
+
+def comparison(runs: pd.DataFrame, metrics: list[Metric] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, marks): the summary table and, per metric cell, ``""``, ``"best"`` or ``"tie"``."""
+    metrics = available(runs, metrics or METRICS)
+    summary = summarize(runs, metrics)
+    marks = pd.DataFrame(index=summary.index)
+    for m in metrics:
+        decided = best_and_ties(runs, m)
+        marks[m.column] = [
+            ("best" if flags["best"] else "tie" if flags["tie"] else "")
+            if (flags := decided.get(tuple(row[g] for g in GROUP[:-1]), {}).get(row["method"]))
+            else ""
+            for _, row in summary.iterrows()
+        ]
+    order = {m: i for i, m in enumerate(_method_order(list(summary["method"].unique())))}
+    summary = summary.assign(_order=summary["method"].map(order)).sort_values([*GROUP[:-1], "_order"])
+    return summary.drop(columns="_order"), marks.loc[summary.index]
+
+
+def _formatted(runs: pd.DataFrame, bold: tuple[str, str], dagger: str) -> pd.DataFrame:
+    summary, marks = comparison(runs)
+    metrics = available(runs, METRICS)
+    cost = available(runs, COST)
+    rows = []
+    for idx, row in summary.iterrows():
+        out = {g: row[g] for g in GROUP}
+        out["seeds"] = row["n"]
+        for m in metrics:
+            text = _cell(row[f"{m.column}.mean"], row[f"{m.column}.se"])
+            mark = marks.at[idx, m.column]
+            out[m.label] = (
+                f"{bold[0]}{text}{bold[1]}" if mark == "best" else f"{text}{dagger}" if mark == "tie" else text
+            )
+        for m in cost:
+            out[m.label] = _number(row[f"{m.column}.mean"])
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def to_markdown(runs: pd.DataFrame) -> str:
+    """The comparison as a Markdown table (bold: best; †: not significantly worse than the best)."""
+    table = _formatted(runs, ("**", "**"), " †")
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    note = (
+        "\nMean ± standard error over seeds. **Bold**: best mean in its column and group; †: not significantly "
+        "worse than the best (one-sided Wilcoxon signed-rank test paired over seeds, p ≥ 0.05).\n"
+    )
+    return "\n".join([header, rule, *body]) + "\n" + note
+
+
+def to_latex(runs: pd.DataFrame) -> str:
+    """The comparison as a LaTeX tabular (booktabs)."""
+    table = _formatted(runs, (r"\textbf{", "}"), r"$^\dagger$")
+    cols = "l" * len(GROUP) + "r" * (len(table.columns) - len(GROUP))
+    lines = [rf"\begin{{tabular}}{{{cols}}}", r"\toprule", " & ".join(table.columns) + r" \\", r"\midrule"]
+    for row in table.itertuples(index=False):
+        lines.append(" & ".join(str(v).replace("±", r"$\pm$").replace("_", r"\_") for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(runs: pd.DataFrame) -> str:
+    """The numbers (means, standard errors, seeds, marks) as CSV, unrounded."""
+    summary, marks = comparison(runs)
+    marked = summary.join(marks.add_suffix(".mark"))
+    return marked.to_csv(index=False)
+
+
+def paper_table(runs: pd.DataFrame) -> str:
+    """The STN paper's layout: one row per method; PTB as validation / test perplexity, CIFAR-10 and the
+    quadratic task as validation / test loss (mean over seeds), Markdown."""
+    summary, _ = comparison(runs)
+    columns: list[tuple[str, str, str]] = []
+    for task in sorted(summary["task"].unique()):
+        sub = summary[summary["task"] == task]
+        if sub.get("incumbent.test_metrics.perplexity.mean", pd.Series(dtype=float)).notna().any():
+            columns += [
+                (task, "incumbent.val_metrics.perplexity", f"{task} val ppl"),
+                (task, "incumbent.test_metrics.perplexity", f"{task} test ppl"),
+            ]
+        else:
+            columns += [(task, "val_loss", f"{task} val loss"), (task, "test_loss", f"{task} test loss")]
+    methods = _method_order(list(summary["method"].unique()))
+    header = "| method | " + " | ".join(label for _, _, label in columns) + " |"
+    lines = [header, "| --- |" + " --- |" * len(columns)]
+    for method in methods:
+        cells = []
+        for task, column, _ in columns:
+            hit = summary[(summary["task"] == task) & (summary["method"] == method)]
+            cells.append(_number(float(hit[f"{column}.mean"].iloc[0])) if len(hit) else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

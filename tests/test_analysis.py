@@ -1,0 +1,146 @@
+"""Analysis: aggregation, curve resampling and significance marking on handmade runs with known answers."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.aggregate import Metric, best_and_ties, summarize
+from analysis.curves import anytime, resample, schedules
+from analysis.tables import paper_table, to_csv, to_latex, to_markdown
+from hpobench_stn.store import load_events, load_runs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write_run(root, method, seed, val, test, reports, hparams=None):
+    path = root / "toy" / "cpu" / method / "10ep" / f"seed-{seed}"
+    path.mkdir(parents=True)
+    meta = {"task": "toy", "preset": "cpu", "method": method, "seed": seed, "budget_text": "10ep"}
+    (path / "metadata.json").write_text(json.dumps(meta))
+    summary = {
+        "val_loss": val,
+        "test_loss": test,
+        "seconds": 10.0 * (seed + 1),
+        "epochs": 10.0,
+        "trials": 2,
+        "incumbent": {"test_metrics": {"loss": test}},
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    lines = [
+        {
+            "event": "report",
+            "t": t,
+            "epochs": e,
+            "val_loss": v,
+            "trial": 0,
+            **({"hparams": hparams(e)} if hparams else {}),
+        }
+        for t, e, v in reports
+    ]
+    (path / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (path / "COMPLETE").write_text("")
+
+
+@pytest.fixture
+def handmade(tmp_path):
+    vals = {"a": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "b": [2.0, 3.0, 4.0, 5.0, 6.0, 7.5]}
+    for method, values in vals.items():
+        for seed, v in enumerate(values):
+            _write_run(
+                tmp_path,
+                method,
+                seed,
+                v,
+                v + 0.5,
+                [(1.0, 1, v + 2), (3.0, 2, v + 1), (5.0, 3, v)],
+                hparams=(lambda e: {"dropout": 0.1 * e}) if method == "a" else None,
+            )
+    return tmp_path
+
+
+def test_aggregation_gives_known_means_and_standard_errors(handmade):
+    summary = summarize(load_runs([handmade])).set_index("method")
+    assert summary.loc["a", "val_loss.mean"] == pytest.approx(3.5)
+    assert summary.loc["a", "val_loss.se"] == pytest.approx(np.std([1, 2, 3, 4, 5, 6], ddof=1) / math.sqrt(6))
+    assert summary.loc["b", "test_loss.mean"] == pytest.approx(np.mean([2, 3, 4, 5, 6, 7.5]) + 0.5)
+    assert summary.loc["a", "n"] == 6 and summary.loc["a", "seconds.mean"] == pytest.approx(35.0)
+
+
+def test_significance_marking_on_a_constructed_case(handmade):
+    marks = best_and_ties(load_runs([handmade]), Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
+    # b is worse than a on all six paired seeds: one-sided Wilcoxon p = 1/64 < 0.05
+    assert marks["a"] == {"best": True, "tie": False} and marks["b"] == {"best": False, "tie": False}
+    runs = load_runs([handmade])
+    runs = runs[runs["seed"] < 3]  # three seeds: the smallest attainable p is 1/8, so b is not significantly worse
+    marks = best_and_ties(runs, Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
+    assert marks["b"] == {"best": False, "tie": True}
+
+
+def test_tables_mark_best_and_render_every_format(handmade):
+    runs = load_runs([handmade])
+    md = to_markdown(runs)
+    assert "| toy | cpu | 10ep | a | 6 | **3.5 ± 0.76** |" in md
+    assert "| toy | cpu | 10ep | b | 6 | 4.583 ± 0.82 |" in md
+    assert r"\textbf{3.5 $\pm$ 0.76}" in to_latex(runs)
+    csv = pd.read_csv(__import__("io").StringIO(to_csv(runs)))
+    assert list(csv["val_loss.mark"].fillna("")) == ["best", ""]
+    assert "| a | 3.5 | 4 |" in paper_table(runs)
+
+
+def test_resampling_never_shows_a_value_before_it_was_observed():
+    grid = np.array([0.0, 0.5, 1.0, 1.5, 3.0, 10.0])
+    out = resample(np.array([1.0, 3.0]), np.array([5.0, 4.0]), grid)
+    assert np.isnan(out[:2]).all()
+    assert out[2:].tolist() == [5.0, 5.0, 4.0, 4.0]
+
+
+def test_anytime_curve_is_the_running_best_and_waits_for_every_seed(handmade):
+    curve = anytime(load_events([handmade]), x="t", points=11)
+    a = curve[curve["method"] == "a"].set_index("t")
+    # every seed reports first at t=1 (a's seeds share report times), so nothing before t=1
+    assert a.loc[a.index < 1.0, "mean"].isna().all()
+    assert a["mean"].dropna().is_monotonic_decreasing
+    assert a["mean"].iloc[-1] == pytest.approx(3.5)
+
+
+def test_schedules_are_read_from_reports(handmade):
+    long = schedules(load_events([handmade]))
+    assert set(long["method"]) == {"a"} and set(long["hyperparameter"]) == {"dropout"}
+    assert sorted(long[long["seed"] == 0]["value"]) == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_table_and_plot_commands_regenerate_files(handmade, tmp_path):
+    out = tmp_path / "out"
+    for args in (
+        ["table", "--runs", str(handmade), "--format", "all", "--out", str(out)],
+        ["plot", "--runs", str(handmade), "--out", str(out)],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "hpobench_stn", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "table.md",
+        "table.tex",
+        "table.csv",
+        "paper-table.md",
+        "anytime-toy-t.png",
+        "anytime-toy-epochs.pdf",
+        "schedules-toy.png",
+    } <= names
+    first = (out / "table.md").read_text()
+    subprocess.run(
+        [sys.executable, "-m", "hpobench_stn", "table", "--runs", str(handmade), "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert (out / "table.md").read_text() == first
