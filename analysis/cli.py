@@ -7,7 +7,13 @@ from pathlib import Path
 
 from hpobench_stn.errors import UserError
 
-TABLE_FORMATS = {"md": "table.md", "latex": "table.tex", "csv": "table.csv", "paper": "paper-table.md"}
+TABLE_FORMATS = {
+    "md": "table.md",
+    "latex": "table.tex",
+    "csv": "table.csv",
+    "paper": "paper-table.md",
+    "replay": "replay-table.md",
+}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +43,13 @@ def dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "table":
         runs, _ = _load(args.runs)
-        render = {"md": tables.to_markdown, "latex": tables.to_latex, "csv": tables.to_csv, "paper": tables.paper_table}
+        render = {
+            "md": tables.to_markdown,
+            "latex": tables.to_latex,
+            "csv": tables.to_csv,
+            "paper": tables.paper_table,
+            "replay": tables.replay_table,
+        }
         formats = list(TABLE_FORMATS) if args.format == "all" else [args.format]
         for fmt in formats:
             text = render[fmt](runs)

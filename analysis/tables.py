@@ -8,6 +8,7 @@ method is in bold, and methods not significantly worse than it (paired Wilcoxon 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
@@ -139,4 +140,26 @@ def paper_table(runs: pd.DataFrame) -> str:
             hit = summary[(summary["task"] == task) & (summary["method"] == method)]
             cells.append(_number(float(hit[f"{column}.mean"].iloc[0])) if len(hit) else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replay_table(runs: pd.DataFrame) -> str:
+    """The schedule ablation: per source run, the STN run itself against fixed-configuration trainings that
+    replay its schedule (``replay`` mode ``schedule``) or hold its final or best-checkpoint values (Markdown;
+    validation / test loss of each run's incumbent, mean over the replay run's seeds)."""
+    if "settings.schedule" not in runs:
+        return "no replay runs\n"
+    replays = runs[runs["method"] == "replay"]
+    header = "| source run | source val / test | schedule replayed | final value fixed | best value fixed |"
+    lines = [header, "| --- | --- | --- | --- | --- |"]
+    for source, group in replays.groupby("settings.schedule", sort=True):
+        origin = runs[runs["path"] == source]
+        name = Path(source).relative_to(Path(source).parents[4]) if len(Path(source).parents) > 4 else source
+        cells = [
+            f"{_number(origin['val_loss'].iloc[0])} / {_number(origin['test_loss'].iloc[0])}" if len(origin) else "–"
+        ]
+        for mode in ("schedule", "final", "best"):
+            hit = group[group["settings.mode"] == mode]
+            cells.append(f"{_number(hit['val_loss'].mean())} / {_number(hit['test_loss'].mean())}" if len(hit) else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

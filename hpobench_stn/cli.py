@@ -63,6 +63,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="a method setting, repeatable (see `list`)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        metavar="RUN",
+        help="for --method replay: the run folder whose hyperparameter schedule to follow",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +198,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return dispatch(args)
     Budget.parse(args.budget)
     method_args = _parse_method_args(args.method_arg)
+    if args.schedule is not None:
+        method_args["schedule"] = str(Path(args.schedule).resolve())
     out = _check_out(args.out)
     device = _resolve_device(args.device)
     data_dir = _data_dir(args)

@@ -372,6 +372,8 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     status, error = "completed", None
     try:
         method.run(ctx)
+        if ctx.stop_reason == "budget" and not meter.exhausted:
+            ctx.stop_reason = "finished"
     except BudgetExhausted:
         pass
     except UserError:

@@ -23,6 +23,7 @@ BUILTIN_METHODS: dict[str, str] = {
     "grid": "baselines.grid:GridSearch",
     "random": "baselines.random_search:RandomSearch",
     "fixed": "baselines.fixed:FixedConfig",
+    "replay": "baselines.replay:ScheduleReplay",
     "stn": "hpobench_stn.stn.method:STN",
     "delta-stn": "hpobench_stn.stn.method:DeltaSTN",
 }

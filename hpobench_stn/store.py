@@ -183,6 +183,7 @@ def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
             "budget": meta["budget_text"],
             "complete": is_complete(run),
         }
+        row.update(_flatten(meta.get("method_settings") or {}, "settings."))
         row.update(_flatten(summary))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hpobench_stn.registry import method_names, task_names
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,10 +42,13 @@ def test_list_names_tasks_methods_presets():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--task", "nope", "--method", "random"], "unknown task 'nope'; valid tasks: quadratic"),
+        (
+            ["run", "--task", "nope", "--method", "random"],
+            "unknown task 'nope'; valid tasks: " + ", ".join(task_names()),
+        ),
         (
             ["run", "--task", "quadratic", "--method", "nope"],
-            "unknown method 'nope'; valid methods: delta-stn, fixed, grid, random, stn",
+            "unknown method 'nope'; valid methods: " + ", ".join(method_names()),
         ),
         (["run", "--task", "quadratic", "--method", "random", "--budget", "ten"], "malformed budget 'ten'"),
         (["run", "--task", "quadratic", "--method", "random", "--preset", "huge"], "unknown preset 'huge'"),

@@ -1,0 +1,134 @@
+"""Schedule replay: the paper's ablation of fixed values against schedules.
+
+Trains a fixed-configuration model from scratch through the black-box door while following a hyperparameter
+schedule stored by an earlier run (STN's, or PBT's): before each epoch the trial's configuration is set to the
+schedule's value at the same fraction of training (a step function over the source run's reports), so a schedule
+recorded over a longer STN training is stretched or compressed onto this trial's epochs. ``mode="final"`` trains at
+the schedule's last value and ``mode="best"`` at the value of the source run's best checkpoint, held fixed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hpobench_stn.budget import BudgetExhausted
+from hpobench_stn.errors import UserError
+from hpobench_stn.harness import trial_seed
+from hpobench_stn.optimizer import Method
+from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.store import METADATA, SUMMARY, read_events
+
+MODES = ("schedule", "final", "best")
+
+
+def load_schedule(run: str | Path, space: SearchSpace) -> tuple[dict[str, Any], list[Config], Config]:
+    """(source metadata, the configuration in force during each source epoch, best-checkpoint configuration).
+
+    During source epoch 1 the initial values were in force (the ``trial_start`` configuration); during epoch
+    k > 1, the values reported at the end of epoch k − 1.
+    """
+    path = Path(run)
+    if not (path / METADATA).exists():
+        raise UserError(f"no run folder at {run} (no {METADATA}); pass a run folder to --schedule")
+    meta = json.loads((path / METADATA).read_text())
+    events = read_events(path)
+    reports = [ev for ev in events if ev.get("event") == "report" and ev.get("hparams") and ev.get("trial") == 0]
+    start = next((ev for ev in events if ev.get("event") == "trial_start" and ev.get("trial") == 0), None)
+    if not reports or start is None:
+        raise UserError(f"run {run} stored no hyperparameter schedule (no report carries hparams)")
+
+    def config(values: dict[str, Any]) -> Config:
+        return space.validate({k: v for k, v in values.items() if k in space.names})
+
+    schedule = [config(start["config"])] + [config(ev["hparams"]) for ev in reports[:-1]]
+    final = config(reports[-1]["hparams"])
+    best = final
+    if (path / SUMMARY).exists():
+        incumbent = json.loads((path / SUMMARY).read_text()).get("incumbent") or {}
+        if incumbent.get("hparams"):
+            best = config(incumbent["hparams"])
+    return meta, [*schedule, final], best
+
+
+class ScheduleReplay(Method):
+    """Fixed-configuration training that follows (or freezes) a stored schedule; one trial per ``repeats``."""
+
+    name = "replay"
+    description = "replay a stored STN/PBT schedule with fixed-configuration training (mode schedule|final|best)"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        max_epochs: int,
+        schedule: str | None = None,
+        mode: str = "schedule",
+        epochs: int | None = None,
+        repeats: int = 1,
+    ) -> None:
+        super().__init__(space, seed, max_epochs)
+        if schedule is None:
+            raise UserError("method 'replay' needs the source run: --schedule RUN_FOLDER")
+        if mode not in MODES:
+            raise UserError(f"replay mode {mode!r} is not one of {', '.join(MODES)}")
+        self.source = str(schedule)
+        self.mode = mode
+        self.epochs = int(epochs or max_epochs)
+        self.repeats = int(repeats)
+        # schedule: the values in force during each source epoch, then the final values
+        self.meta, self.schedule, self.best = load_schedule(schedule, space)
+
+    def settings(self) -> dict[str, Any]:
+        """Source run, mode, epochs and repeats."""
+        return {
+            "schedule": self.source,
+            "mode": self.mode,
+            "epochs": self.epochs,
+            "repeats": self.repeats,
+            "source_method": self.meta.get("method"),
+            "source_seed": self.meta.get("seed"),
+        }
+
+    def config_for_epoch(self, epoch: int) -> Config:
+        """The configuration for 0-based ``epoch`` of this trial."""
+        if self.mode == "final":
+            return self.schedule[-1]
+        if self.mode == "best":
+            return self.best
+        during = self.schedule[:-1]  # the values in force during each source epoch
+        return during[min(len(during) - 1, epoch * len(during) // self.epochs)]
+
+    def run(self, ctx: Any) -> None:
+        """Train ``repeats`` fresh models following the schedule, reporting every epoch."""
+        task = ctx.task
+        if self.meta.get("task") != task.name or self.meta.get("preset") != task.preset.name:
+            raise UserError(
+                f"the schedule comes from task {self.meta.get('task')!r} preset {self.meta.get('preset')!r}; "
+                f"replay it on that task and preset"
+            )
+        for trial_id in range(self.repeats):
+            seed = trial_seed(ctx.seed, trial_id)
+            config = self.config_for_epoch(0)
+            ctx.trial_start(trial_id, config, seed)
+            trial = task.make_trial(config, seed)
+            status = "completed"
+            try:
+                while trial.epoch < self.epochs:
+                    config = self.config_for_epoch(trial.epoch)
+                    trial.set_config(config)
+                    report = trial.train_epoch(ctx.meter)
+                    ctx.report(trial_id, config, report, hparams=dict(config))
+                    if report.diverged:
+                        status = "diverged"
+                        break
+            except BudgetExhausted:
+                status = "cut"
+            test = None
+            if trial.best_epoch > 0 and ctx.incumbent is not None and ctx.incumbent.trial == trial_id:
+                with ctx.meter.paused():
+                    test = trial.test_metrics()
+            ctx.trial_end(trial_id, status, trial.best_val_loss if trial.best_epoch else None, test_metrics=test)
+            if status == "cut":
+                return
