@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,18 @@ def schedules(events: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
+def _save(fig: Any, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` without timestamps (so regenerated files are identical), close."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=150, metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None})
+    plt.close(fig)
+    return paths
+
+
 def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | None = None) -> list[Path]:
     """One figure per task: mean ± standard error of the best validation loss so far; PNG and PDF."""
     import matplotlib
@@ -95,12 +108,7 @@ def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | No
         ax.set_ylabel("best validation loss so far")
         ax.set_title(f"{task}: anytime performance")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        for suffix in ("png", "pdf"):
-            path = Path(out) / f"anytime-{task}-{x}.{suffix}"
-            fig.savefig(path, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {"Software": None})
-            written.append(path)
-        plt.close(fig)
+        written += _save(fig, Path(out) / f"anytime-{task}-{x}")
     return written
 
 
@@ -129,10 +137,5 @@ def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
         axes.flat[0].legend(fontsize=6)
         fig.supxlabel("epoch-equivalents spent")
         fig.suptitle(f"{task}: hyperparameter schedules")
-        fig.tight_layout()
-        for suffix in ("png", "pdf"):
-            path = Path(out) / f"schedules-{task}.{suffix}"
-            fig.savefig(path, dpi=150, metadata={"CreationDate": None} if suffix == "pdf" else {"Software": None})
-            written.append(path)
-        plt.close(fig)
+        written += _save(fig, Path(out) / f"schedules-{task}")
     return written
