@@ -17,6 +17,8 @@ METHOD_GROUP = "hpobench_stn.methods"
 
 BUILTIN_TASKS: dict[str, str] = {
     "quadratic": "tasks.quadratic.task:QuadraticTask",
+    "cifar": "tasks.cifar.task:CifarTask",
+    "cifar-vgg": "tasks.cifar.task:CifarVggTask",
 }
 
 BUILTIN_METHODS: dict[str, str] = {
