@@ -19,6 +19,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "quadratic": "tasks.quadratic.task:QuadraticTask",
     "cifar": "tasks.cifar.task:CifarTask",
     "cifar-vgg": "tasks.cifar.task:CifarVggTask",
+    "ptb": "tasks.ptb.task:PtbTask",
 }
 
 BUILTIN_METHODS: dict[str, str] = {

@@ -1,0 +1,1 @@
+"""Penn Treebank language modelling with the STN paper's seven regularisation hyperparameters (see ``task``)."""
