@@ -74,8 +74,7 @@ class Trial(ABC):
         """Train one epoch (charging ``meter`` per minibatch), then validate; keep the best checkpoint."""
         self._train_one_epoch(meter)
         self.epoch += 1
-        with meter.paused():
-            metrics = self._evaluate("val")
+        metrics = self._evaluate("val")  # validation costs wall-clock, as it does STN's (no epochs)
         report = EpochReport(self.epoch, float(metrics.pop("loss")), metrics)
         if not report.diverged and report.val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch = report.val_loss, self.epoch
