@@ -131,6 +131,13 @@ class BudgetMeter:
             raise BudgetExhausted
         self._examples += examples
 
+    def record(self, examples: int) -> None:
+        """Account for ``examples`` already trained elsewhere (a remote worker reports them); never raises.
+
+        Whoever trains them must keep within the budget itself (the Ray Tune methods grant examples per epoch).
+        """
+        self._examples += int(examples)
+
     def check(self) -> None:
         """Raise :class:`BudgetExhausted` if the budget is already spent."""
         if self.exhausted:

@@ -89,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tasks", required=True, help="comma-separated task names")
     sweep.add_argument("--methods", required=True, help="comma-separated method names")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    sweep.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDRESS|local",
+        help="run each run as a Ray task on the cluster at HOST:PORT, or on an embedded Ray with 'local'",
+    )
+    sweep.add_argument("--cpus-per-run", type=float, default=None, help="with --ray-address: CPUs per run (1)")
+    sweep.add_argument("--gpus-per-run", type=float, default=None, help="with --ray-address: GPUs per run (0)")
+    sweep.add_argument(
+        "--max-retries", type=int, default=None, help="with --ray-address: retries of a run whose worker dies (2)"
+    )
     _common(sweep)
 
     sub.add_parser("list", help="tasks, methods and presets with one-line descriptions")
@@ -183,6 +194,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The Ray settings of a sweep, checked; empty without --ray-address (then nothing Ray is imported)."""
+    given = {
+        "cpus_per_run": args.cpus_per_run,
+        "gpus_per_run": args.gpus_per_run,
+        "max_retries": args.max_retries,
+    }
+    if args.ray_address is None:
+        stray = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+        if stray:
+            raise UserError(f"{', '.join(stray)} only applies with --ray-address ADDRESS|local")
+        return {}
+    if not args.ray_address.strip():
+        raise UserError("--ray-address needs HOST:PORT of a Ray head, or 'local' for an embedded Ray")
+    options = {"cpus_per_run": 1.0, "gpus_per_run": 0.0, "max_retries": 2}
+    options.update({k: v for k, v in given.items() if v is not None})
+    if options["cpus_per_run"] <= 0:
+        raise UserError(f"--cpus-per-run must be positive, got {options['cpus_per_run']:g}")
+    if options["gpus_per_run"] < 0:
+        raise UserError(f"--gpus-per-run cannot be negative, got {options['gpus_per_run']:g}")
+    if options["max_retries"] < 0:
+        raise UserError(f"--max-retries cannot be negative, got {options['max_retries']}")
+    return {"ray_address": args.ray_address.strip(), **options}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from hpobench_stn.budget import Budget
     from hpobench_stn.harness import RunSpec
@@ -240,6 +276,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = execute(specs[0], progress=not args.quiet)
         _print_summary(specs[0], summary)
         return 0 if summary["status"] == "completed" else 1
-    results = run_sweep(specs, progress=not args.quiet)
+    results = run_sweep(specs, progress=not args.quiet, **_ray_options(args))
     print(json.dumps(results, indent=1))
     return 0 if all(r["status"] in ("completed", "skipped") for r in results.values()) else 1

@@ -29,6 +29,14 @@ BUILTIN_METHODS: dict[str, str] = {
     "replay": "baselines.replay:ScheduleReplay",
     "stn": "hpobench_stn.stn.method:STN",
     "delta-stn": "hpobench_stn.stn.method:DeltaSTN",
+    "tpe": "baselines.optuna_search:TPESearch",
+    "gp": "baselines.optuna_search:GPSearch",
+    "cmaes": "baselines.optuna_search:CmaEsSearch",
+    "skopt-gp": "baselines.skopt_search:SkoptGP",
+    "skopt-forest": "baselines.skopt_search:SkoptForest",
+    "asha": "baselines.ray_tune:ASHA",
+    "hyperband": "baselines.ray_tune:HyperBand",
+    "pbt": "baselines.ray_tune:PBT",
 }
 
 

@@ -1,0 +1,240 @@
+"""Optuna's samplers as ask/tell optimizers: ``tpe`` (Tree-structured Parzen Estimator), ``gp`` (Gaussian process
+with log expected improvement) and ``cmaes`` (CMA-ES, through the ``cmaes`` package).
+
+The distributions come from the search space through :func:`optuna_distributions`. Each ``ask`` uses a fresh
+sampler seeded from the run's seed and the trial id, so a proposal depends only on (seed, trial id, trials told
+so far): the same seed gives the same proposals, and a resumed run (the harness replays the finished trials)
+proposes exactly what an uninterrupted one would.
+
+``persist=True`` (or ``storage=URL``) keeps the study in Optuna's own storage, by default an SQLite file
+``optuna.db`` in the run folder, under a study name made of the run's folder (task/preset/method/budget/seed).
+On resume the harness replays the finished trials: ``ask`` then returns the stored trial with that id instead of
+sampling again, and ``tell`` leaves an already finished stored trial alone, so no trial is counted twice; the
+trial that was cut (still RUNNING in the storage) is reused with its stored parameters and told when it ends. A
+RUNNING trial without a trial id (a kill between Optuna's ask and its labelling) is marked FAIL.
+Failed and diverged trials are told as FAIL (Optuna's samplers then ignore them).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from hpobench_stn.optimizer import Optimizer, Outcome
+from hpobench_stn.space import Config, SearchSpace
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpobench_stn.harness import RunContext
+
+TRIAL_ATTR = "hpobench_trial"
+
+
+def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
+    """Optuna distributions for a search space: log floats, linear floats (rates included) and integers."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    dists: dict[str, Any] = {}
+    for hp in space:
+        log = hp.scale == "log"
+        if hp.integer:
+            dists[hp.name] = IntDistribution(math.ceil(hp.low), math.floor(hp.high), log=log)
+        else:
+            dists[hp.name] = FloatDistribution(hp.low, hp.high, log=log)
+    return dists
+
+
+class OptunaSearch(Optimizer):
+    """Base class: an Optuna study driven by ask/tell; subclasses choose the sampler."""
+
+    name: ClassVar[str] = "optuna"
+    description: ClassVar[str] = "Optuna sampler"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        max_epochs: int,
+        n_startup_trials: int = 10,
+        persist: bool = False,
+        storage: str | None = None,
+    ) -> None:
+        super().__init__(space, seed, max_epochs)
+        if n_startup_trials < 0:
+            raise ValueError("n_startup_trials must be non-negative")
+        self.n_startup_trials = n_startup_trials
+        self.persist = bool(persist or storage)
+        self.storage = storage
+        self._dists = optuna_distributions(space)
+        self._study: optuna.Study | None = None
+        self._numbers: dict[int, int] = {}  # our trial id -> Optuna trial number
+
+    # --- sampler ---------------------------------------------------------------------------------------------
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """The sampler for one ask, seeded with ``seed``."""
+        raise NotImplementedError
+
+    def _sampler_seed(self, trial_id: int) -> int:
+        return int(np.random.SeedSequence([self.seed, trial_id, 0x0B7A]).generate_state(1)[0] % (2**31 - 1))
+
+    # --- study -----------------------------------------------------------------------------------------------
+    def open_study(self, storage: str | None = None, study_name: str | None = None) -> None:
+        """Create the study (in memory, or loaded from ``storage`` under ``study_name`` if it exists)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction="minimize",
+            sampler=optuna.samplers.RandomSampler(seed=self.seed),  # replaced at every ask
+            load_if_exists=storage is not None,
+        )
+        self._numbers = {}
+        for stored in self._study.get_trials(deepcopy=False):
+            tid = stored.user_attrs.get(TRIAL_ATTR)
+            if tid is not None:
+                self._numbers[int(tid)] = stored.number
+            elif stored.state == TrialState.RUNNING:  # a kill between Optuna's ask and our label: never trained
+                self._study.tell(stored.number, state=TrialState.FAIL)
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study (an in-memory one is created on first use)."""
+        if self._study is None:
+            self.open_study()
+        assert self._study is not None
+        return self._study
+
+    def run(self, ctx: RunContext) -> None:
+        """Open the persistent study when asked to, then run the harness's ask/tell loop."""
+        if self.persist:
+            url = self.storage or f"sqlite:///{(ctx.store.path / 'optuna.db').resolve()}"
+            name = "/".join(ctx.store.path.parts[-5:])
+            with ctx.meter.paused():
+                self.open_study(url, name)
+            ctx.note("optuna_study", storage=url, study_name=name, stored_trials=len(self._numbers))
+        super().run(ctx)
+
+    def _stored(self, trial_id: int) -> optuna.trial.FrozenTrial | None:
+        number = self._numbers.get(trial_id)
+        return None if number is None else self.study.get_trials(deepcopy=False)[number]
+
+    # --- ask/tell --------------------------------------------------------------------------------------------
+    def ask(self, trial_id: int) -> Config:
+        """Sample a configuration; reuse the stored trial when the study already holds this trial id."""
+        stored = self._stored(trial_id)
+        if stored is not None:
+            params = stored.params
+        else:
+            study = self.study
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
+                study.sampler = self.make_sampler(self._sampler_seed(trial_id))
+                trial = study.ask(self._dists)
+            trial.set_user_attr(TRIAL_ATTR, trial_id)
+            self._numbers[trial_id] = trial.number
+            params = trial.params
+        return {hp.name: hp.cast(min(max(params[hp.name], hp.low), hp.high)) for hp in self.space}
+
+    def tell(self, trial_id: int, config: Config, outcome: Outcome) -> None:
+        """Tell the value (or FAIL for failed and diverged trials); stored finished trials are left alone."""
+        from optuna.trial import TrialState
+
+        stored = self._stored(trial_id)
+        if stored is None or stored.state.is_finished() or outcome.status == "cut":
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if outcome.status == "ok" and outcome.value is not None and math.isfinite(outcome.value):
+                self.study.tell(stored.number, outcome.value)
+            else:
+                self.study.tell(stored.number, state=TrialState.FAIL)
+
+    def settings(self) -> dict[str, Any]:
+        """Startup trials and persistence."""
+        return {"n_startup_trials": self.n_startup_trials, "persist": self.persist, "storage": self.storage}
+
+
+class TPESearch(OptunaSearch):
+    """Optuna's TPE sampler (``multivariate=True`` models the hyperparameters jointly)."""
+
+    name = "tpe"
+    description = "Optuna TPE (tree-structured Parzen estimator), full-length trials by ask/tell"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        max_epochs: int,
+        n_startup_trials: int = 10,
+        multivariate: bool = False,
+        persist: bool = False,
+        storage: str | None = None,
+    ) -> None:
+        super().__init__(space, seed, max_epochs, n_startup_trials, persist, storage)
+        self.multivariate = multivariate
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """A seeded TPE sampler."""
+        import optuna
+
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=self.n_startup_trials, multivariate=self.multivariate
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """Startup trials, multivariate, persistence."""
+        return {**super().settings(), "multivariate": self.multivariate}
+
+
+class GPSearch(OptunaSearch):
+    """Optuna's Gaussian-process sampler (Matérn 5/2 kernel, log expected improvement)."""
+
+    name = "gp"
+    description = "Optuna GP sampler (Gaussian process, log expected improvement), full-length trials"
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """A seeded GP sampler."""
+        import optuna
+
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
+
+
+class CmaEsSearch(OptunaSearch):
+    """Optuna's CMA-ES sampler (the ``cmaes`` package); its state lives in the study, so it resumes too."""
+
+    name = "cmaes"
+    description = "Optuna CMA-ES sampler (cmaes package), full-length trials by ask/tell"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int,
+        max_epochs: int,
+        n_startup_trials: int = 1,
+        popsize: int | None = None,
+        persist: bool = False,
+        storage: str | None = None,
+    ) -> None:
+        super().__init__(space, seed, max_epochs, n_startup_trials, persist, storage)
+        if popsize is not None and popsize < 2:
+            raise ValueError("popsize must be at least 2")
+        self.popsize = popsize
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """A seeded CMA-ES sampler."""
+        import optuna
+
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=self.n_startup_trials, popsize=self.popsize, warn_independent_sampling=False
+        )
+
+    def settings(self) -> dict[str, Any]:
+        """Startup trials, population size, persistence."""
+        return {**super().settings(), "popsize": self.popsize}

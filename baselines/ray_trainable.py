@@ -1,0 +1,188 @@
+"""What the Ray Tune methods run in Ray's workers: the trainable (the task's black-box door, one epoch per
+``ray.tune.report``) and the ledger actor that keeps all trials together within the run's budget.
+
+Every epoch the trainable asks the ledger for one epoch of examples and the wall-clock left, trains under a local
+:class:`~hpobench_stn.budget.BudgetMeter` with that grant, settles what it used, and reports the validation loss
+with a checkpoint (the trial's ``state_dict`` and the Tune trial id that wrote it). An exception inside the task is
+reported as a ``failed`` result (the driver's stopper then ends the trial), so Tune itself only sees errors of the
+infrastructure. When the budget is spent the trainable waits for the driver to end the experiment.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+
+if TYPE_CHECKING:
+    from hpobench_stn.space import Config
+    from hpobench_stn.task import Task, Trial
+
+METRIC = "objective"  # the validation loss as Tune sees it (non-finite values replaced by a huge number)
+TIME_ATTR = "epoch"
+SEED_KEY = "_seed"
+REPORT_KEY = "report_id"  # unique per report, so that the driver can tell Tune's repeats of a result
+STATE_FILE = "trial_state.pt"
+HUGE = sys.float_info.max
+PARK_POLL_SECONDS = 0.05
+
+
+class Ledger:
+    """The run's remaining budget, shared by the trainables (a Ray actor).
+
+    ``grant`` hands a trial at most the examples asked for and the seconds left; ``settle`` returns what the epoch
+    did not use. An epoch cut by the budget closes the ledger (what is left is less than a minibatch). A trial that
+    died with a grant outstanding is written off by the driver with :meth:`abandon` (its grant counts as spent).
+    """
+
+    def __init__(self, examples_left: float, deadline: float) -> None:
+        self.left = examples_left
+        self.deadline = deadline
+        self.outstanding: dict[str, int] = {}
+        self.unreported = 0
+        self.closed = False
+        self.ended = False
+
+    def grant(self, trial: str, want: int) -> tuple[int, float]:
+        """Up to ``want`` examples for ``trial`` (0 once the budget or the wall-clock is spent), and seconds left."""
+        seconds = self.deadline - time.time()
+        n = 0 if seconds <= 0 or self.closed else int(min(want, self.left))
+        self.left -= n
+        self.outstanding[trial] = self.outstanding.get(trial, 0) + n
+        return n, seconds
+
+    def settle(self, trial: str, granted: int, used: int, reported: bool) -> None:
+        """Return the unused part of a grant; ``reported=False`` means the budget cut the epoch (``used`` is spent
+        but never reported, and no more grants are made)."""
+        self.left += granted - used
+        self.outstanding[trial] = self.outstanding.get(trial, 0) - granted
+        if not reported:
+            self.unreported += used
+            self.closed = True
+
+    def abandon(self, trial: str) -> None:
+        """Count a dead trial's outstanding grant as spent and unreported."""
+        self.unreported += self.outstanding.pop(trial, 0)
+
+    def end(self) -> None:
+        """The experiment is over: waiting trainables return."""
+        self.ended = True
+
+    def is_ended(self) -> bool:
+        """True once :meth:`end` was called."""
+        return self.ended
+
+    def set_deadline(self, deadline: float) -> None:
+        """Move the wall-clock deadline (the driver's meter pauses while it reports)."""
+        self.deadline = deadline
+
+    def state(self) -> dict[str, float]:
+        """Examples left (0 once closed), granted and not settled, spent and never reported; seconds left."""
+        return {
+            "left": 0 if self.closed else self.left,
+            "outstanding": sum(self.outstanding.values()),
+            "unreported": self.unreported,
+            "seconds": self.deadline - time.time(),
+        }
+
+
+def resume_trial(task: Task, config: Config, seed: int, saved: dict[str, Any] | None) -> Trial:
+    """A task trial at ``config``; continued from a saved state (a checkpoint, possibly another trial's) if given.
+
+    The state carries the configuration it was trained with; the trial goes on with ``config`` (PBT's explore).
+    """
+    trial = task.make_trial(config, seed)
+    if saved is not None:
+        trial.load_state_dict(saved["state"])
+        trial.set_config(config)
+    return trial
+
+
+def load_state(folder: str | Path) -> dict[str, Any]:
+    """The saved trial state in a checkpoint folder."""
+    import torch
+
+    return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _park(ledger: Any) -> None:
+    """Wait until the driver ends the experiment (a trial returning without a report would upset Tune's
+    schedulers; the driver ends it as soon as every epoch in flight has settled)."""
+    import ray
+
+    while not ray.get(ledger.is_ended.remote()):
+        time.sleep(PARK_POLL_SECONDS)
+
+
+def _failure(exc: BaseException, epoch: int, examples: int) -> dict[str, Any]:
+    return {
+        REPORT_KEY: uuid.uuid4().hex,
+        METRIC: HUGE,
+        "val_loss": None,
+        TIME_ATTR: epoch,
+        "examples": examples,
+        "failed": f"{type(exc).__name__}: {exc}",
+    }
+
+
+def train_trial(
+    config: dict[str, Any], task: Task, names: list[str], max_epochs: int, ledger: Any, threads: int
+) -> None:
+    """The Ray Tune trainable: one configuration trained epoch by epoch through the black-box door."""
+    import ray
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(max(1, threads))
+    me = tune.get_context().get_trial_id()
+    hp_config = {name: config[name] for name in names}
+    try:
+        checkpoint = tune.get_checkpoint()
+        saved = None
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                saved = load_state(folder)
+        trial = resume_trial(task, hp_config, int(config[SEED_KEY]), saved)
+    except Exception as exc:
+        tune.report(_failure(exc, 0, 0))
+        return
+    restored_from = None if saved is None else saved["trial"]
+    while trial.epoch < max_epochs:
+        granted, seconds = ray.get(ledger.grant.remote(me, task.train_size))
+        if granted <= 0:
+            _park(ledger)
+            return
+        meter = BudgetMeter(Budget(seconds=max(seconds, 1e-9), epochs=granted / task.train_size), task.train_size)
+        try:
+            report = trial.train_epoch(meter)
+        except BudgetExhausted:
+            ledger.settle.remote(me, granted, meter.examples, False)
+            _park(ledger)
+            return
+        except Exception as exc:
+            ledger.settle.remote(me, granted, meter.examples, True)
+            tune.report(_failure(exc, trial.epoch, meter.examples))
+            return
+        ledger.settle.remote(me, granted, meter.examples, True)
+        metrics = {
+            REPORT_KEY: uuid.uuid4().hex,
+            METRIC: report.val_loss if math.isfinite(report.val_loss) else HUGE,
+            "val_loss": report.val_loss,
+            TIME_ATTR: trial.epoch,
+            "examples": meter.examples,
+            "val_metrics": dict(report.metrics),
+            "trained_config": dict(trial.config),
+            "restored_from": restored_from,
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"state": trial.state_dict(), "trial": me}, Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        restored_from = None
+        if report.diverged:
+            return
