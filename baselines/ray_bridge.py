@@ -125,6 +125,7 @@ class Bridge:
         self._slowest_epoch = max(self._slowest_epoch, float(result.get("time_this_iter_s") or 0.0))
         tid = self.ids[tune_id]
         self.ctx.meter.record(int(result["examples"]))
+        self.ledger.confirm.remote(tune_id, int(result["examples"]))
         self.last[tune_id] = result
         if result.get("failed"):
             return True

@@ -2,7 +2,7 @@
 ``ray.tune.report``) and the ledger actor that keeps all trials together within the run's budget.
 
 Every epoch the trainable asks the ledger for one epoch of examples and the wall-clock left, trains under a local
-:class:`~hpobench_stn.budget.BudgetMeter` with that grant, settles what it used, and reports the validation loss
+:class:`~hpobench_stn.budget.BudgetMeter` with that grant, refunds what it did not use, and reports the validation loss
 with a checkpoint (the trial's ``state_dict`` and the Tune trial id that wrote it). An exception inside the task is
 reported as a ``failed`` result (the driver's stopper then ends the trial), so Tune itself only sees errors of the
 infrastructure. When the budget is spent the trainable waits for the driver to end the experiment.
@@ -36,9 +36,11 @@ PARK_POLL_SECONDS = 0.05
 class Ledger:
     """The run's remaining budget, shared by the trainables (a Ray actor).
 
-    ``grant`` hands a trial at most the examples asked for and the seconds left; ``settle`` returns what the epoch
-    did not use. An epoch cut by the budget closes the ledger (what is left is less than a minibatch). A trial that
-    died with a grant outstanding is written off by the driver with :meth:`abandon` (its grant counts as spent).
+    ``grant`` hands a trial at most the examples asked for and the seconds left. After the epoch the trainable
+    ``refund``s what it did not use; what it used stays outstanding until the driver has recorded the report
+    (``confirm``), so that the driver never ends the experiment while a report is on its way. An epoch cut by the
+    budget is settled with ``cut`` (spent, never reported) and closes the ledger: what is left is less than a
+    minibatch. A trial whose worker died with a grant outstanding is written off by the driver with ``abandon``.
     """
 
     def __init__(self, examples_left: float, deadline: float) -> None:
@@ -57,14 +59,21 @@ class Ledger:
         self.outstanding[trial] = self.outstanding.get(trial, 0) + n
         return n, seconds
 
-    def settle(self, trial: str, granted: int, used: int, reported: bool) -> None:
-        """Return the unused part of a grant; ``reported=False`` means the budget cut the epoch (``used`` is spent
-        but never reported, and no more grants are made)."""
-        self.left += granted - used
-        self.outstanding[trial] = self.outstanding.get(trial, 0) - granted
-        if not reported:
-            self.unreported += used
-            self.closed = True
+    def refund(self, trial: str, unused: int) -> None:
+        """Return the part of a grant an epoch did not use."""
+        self.left += unused
+        self.outstanding[trial] = self.outstanding.get(trial, 0) - unused
+
+    def confirm(self, trial: str, examples: int) -> None:
+        """The driver recorded a report of ``examples``."""
+        self.outstanding[trial] = self.outstanding.get(trial, 0) - examples
+
+    def cut(self, trial: str, granted: int, used: int) -> None:
+        """The budget cut an epoch after ``used`` of its ``granted`` examples: spent, never reported."""
+        self.refund(trial, granted - used)
+        self.outstanding[trial] -= used
+        self.unreported += used
+        self.closed = True
 
     def abandon(self, trial: str) -> None:
         """Count a dead trial's outstanding grant as spent and unreported."""
@@ -162,14 +171,14 @@ def train_trial(
         try:
             report = trial.train_epoch(meter)
         except BudgetExhausted:
-            ledger.settle.remote(me, granted, meter.examples, False)
+            ledger.cut.remote(me, granted, meter.examples)
             _park(ledger)
             return
         except Exception as exc:
-            ledger.settle.remote(me, granted, meter.examples, True)
+            ledger.refund.remote(me, granted - meter.examples)
             tune.report(_failure(exc, trial.epoch, meter.examples))
             return
-        ledger.settle.remote(me, granted, meter.examples, True)
+        ledger.refund.remote(me, granted - meter.examples)
         metrics = {
             REPORT_KEY: uuid.uuid4().hex,
             METRIC: report.val_loss if math.isfinite(report.val_loss) else HUGE,

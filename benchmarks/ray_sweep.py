@@ -8,7 +8,7 @@ writing results. Each way writes into its own fresh folder; the two ways alterna
 from other processes on the machine hits both alike, and the load average is printed. Target on a 2-core
 machine: at least 1.7x.
 
-Usage: ``python benchmarks/ray_sweep.py [--budget 6000ep] [--preset cpu] [--method random] [--repeats 2]``.
+Usage: ``python benchmarks/ray_sweep.py [--budget 20000ep] [--preset cpu] [--method random] [--repeats 2]``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _timed(specs: list[RunSpec], **ray: object) -> float:
 def main() -> None:
     """Run both ways, alternately, and print the times and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", default="6000ep", help="per run (epochs, so both ways do the same work)")
+    parser.add_argument("--budget", default="20000ep", help="per run (epochs, so both ways do the same work)")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--method", default="random")
     parser.add_argument("--repeats", type=int, default=2, help="measurements of each way, alternating")

@@ -120,6 +120,7 @@ def init_ray(address: str | None = "local", num_cpus: int | None = None, num_gpu
                 **quiet,
             )
         return True
+    _check_reachable(address)
     try:
         ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -129,6 +130,20 @@ def init_ray(address: str | None = "local", num_cpus: int | None = None, num_gpu
             "RAY_AUTH_TOKEN or ~/.ray/auth_token), or use --ray-address local"
         ) from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, when nothing listens at ``HOST:PORT`` (Ray itself retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in host:
+        return  # "auto" and the like: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(
+            f"cannot reach a Ray head at {address} ({exc.strerror or exc}); start one there with "
+            "`ray start --head --port PORT`, check the address, or use --ray-address local"
+        ) from None
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -217,8 +232,7 @@ class LocalHead:
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and any(_running(pid) for pid in self.pids()):
-                self.process.poll()
-                time.sleep(0.1)
+                time.sleep(0.1)  # the head stays unreaped meanwhile, so that its pid (the session id) is not reused
             if not any(_running(pid) for pid in self.pids()):
                 break
         self.process.wait(timeout=10)

@@ -73,60 +73,61 @@ def _run_sweep_on_ray(
 ) -> dict[str, dict[str, Any]]:
     from tqdm import tqdm
 
+    from hpobench_stn.ray_cluster import init_ray
+
     results: dict[str, dict[str, Any]] = {}
     todo = []
     for spec in specs:
         results[str(spec.path)] = {"status": "pending" if not is_complete(spec.path) else "skipped"}
         if results[str(spec.path)]["status"] == "pending":
             todo.append(spec)
-    bar = tqdm(total=len(specs), desc="sweep", unit="run", file=sys.stderr, disable=not progress, position=0)
-    bar.update(len(specs) - len(todo))
     if not todo:
-        bar.close()
         return results
     with contextlib.redirect_stdout(sys.stderr):  # Ray prints worker deaths and the like to stdout
-        return _drive_on_ray(todo, results, bar, address, cpus_per_run, gpus_per_run, max_retries)
+        started = init_ray(address)  # before any output: a wrong address is one line of error
+        bar = tqdm(total=len(specs), desc="sweep", unit="run", file=sys.stderr, disable=not progress, position=0)
+        bar.update(len(specs) - len(todo))
+        try:
+            return _drive_on_ray(todo, results, bar, cpus_per_run, gpus_per_run, max_retries)
+        finally:
+            bar.close()
+            if started:
+                import ray
+
+                ray.shutdown()
 
 
 def _drive_on_ray(
     todo: list[RunSpec],
     results: dict[str, dict[str, Any]],
     bar: Any,
-    address: str,
     cpus_per_run: float,
     gpus_per_run: float,
     max_retries: int,
 ) -> dict[str, dict[str, Any]]:
-    from hpobench_stn.ray_cluster import init_ray
-
-    started = init_ray(address)
+    """Send every run as a Ray task, collect them as they finish, and record runs whose worker kept dying."""
     import ray
 
-    try:
-        remote = ray.remote(execute_brief).options(
-            num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries, retry_exceptions=False
-        )
-        pending = {remote.remote(_portable(spec)): spec for spec in todo}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            spec = pending.pop(done[0])
-            key = str(spec.path)
-            try:
-                results[key] = ray.get(done[0])
-            except ray.exceptions.RayTaskError as exc:  # an error escaped the harness (bad input, data missing)
-                results[key] = {"status": "failed", "error": str(exc.cause) if exc.cause else str(exc)}
-            except ray.exceptions.RayError as exc:  # the worker or its node died on every attempt
-                error = f"worker died {max_retries + 1} times: {type(exc).__name__}"
-                results[key] = {"status": "failed", "error": error}
-                store = RunStore(spec.path)
-                store.event(event="run_failed", error=error, attempts=max_retries + 1)
-                store.close()
-            bar.update(1)
-            bar.set_postfix_str(f"{spec.task}/{spec.method}/seed {spec.seed}: {results[key]['status']}")
-    finally:
-        bar.close()
-        if started:
-            ray.shutdown()
+    remote = ray.remote(execute_brief).options(
+        num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries, retry_exceptions=False
+    )
+    pending = {remote.remote(_portable(spec)): spec for spec in todo}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(done[0])
+        key = str(spec.path)
+        try:
+            results[key] = ray.get(done[0])
+        except ray.exceptions.RayTaskError as exc:  # an error escaped the harness (bad input, data missing)
+            results[key] = {"status": "failed", "error": str(exc.cause) if exc.cause else str(exc)}
+        except ray.exceptions.RayError as exc:  # the worker or its node died on every attempt
+            error = f"worker died {max_retries + 1} times: {type(exc).__name__}"
+            results[key] = {"status": "failed", "error": error}
+            store = RunStore(spec.path)
+            store.event(event="run_failed", error=error, attempts=max_retries + 1)
+            store.close()
+        bar.update(1)
+        bar.set_postfix_str(f"{spec.task}/{spec.method}/seed {spec.seed}: {results[key]['status']}")
     return results
 
 

@@ -21,7 +21,7 @@ from baselines.ray_tune import clip_to_space, ray_search_space
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.cli import main
 from hpobench_stn.harness import RunSpec, execute
-from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, init_ray
+from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, free_port, init_ray
 from hpobench_stn.space import Float, Integer, Rate, SearchSpace
 from hpobench_stn.store import find_runs, read_events
 from tasks.quadratic.task import QuadraticTask
@@ -115,12 +115,15 @@ def test_clip_to_space_keeps_pbt_perturbations_inside():
 def test_ledger_never_grants_more_than_the_budget():
     ledger = Ledger(examples_left=500, deadline=time.time() + 60)
     assert ledger.grant("a", 200)[0] == 200 and ledger.grant("b", 200)[0] == 200
-    assert ledger.grant("a", 200)[0] == 100  # only 100 left
-    ledger.settle("a", 200, 200, True)
-    ledger.settle("b", 200, 200, True)
-    ledger.settle("a", 100, 96, False)  # cut mid-epoch: 96 spent, never reported; the ledger closes
+    ledger.refund("a", 0)
+    assert ledger.state()["outstanding"] == 400  # a's report is on its way to the driver
+    ledger.confirm("a", 200)
+    ledger.refund("b", 10)  # b's epoch needed 190
+    ledger.confirm("b", 190)
+    assert ledger.grant("a", 200)[0] == 110  # only 110 left
+    ledger.cut("a", 110, 96)  # cut mid-epoch: 96 spent, never reported; the ledger closes
     assert ledger.grant("b", 200)[0] == 0
-    assert ledger.state()["left"] == 0 and ledger.state()["outstanding"] == 0 and ledger.state()["unreported"] == 96
+    assert ledger.state() | {"seconds": 0} == {"left": 0, "outstanding": 0, "unreported": 96, "seconds": 0}
     late = Ledger(examples_left=math.inf, deadline=time.time() - 1)
     assert late.grant("a", 200)[0] == 0  # wall-clock spent
 
@@ -173,6 +176,7 @@ def test_sweep_without_ray_address_never_imports_ray(tmp_path):
         (["--ray-address", "local", "--cpus-per-run", "0"], "--cpus-per-run must be positive"),
         (["--ray-address", "local", "--gpus-per-run", "-1"], "--gpus-per-run cannot be negative"),
         (["--ray-address", "local", "--max-retries", "-1"], "--max-retries cannot be negative"),
+        (["--ray-address", f"127.0.0.1:{free_port()}"], "cannot reach a Ray head at 127.0.0.1:"),
     ],
 )
 def test_bad_ray_options_give_one_clear_line(tmp_path, capsys, args, message):
@@ -274,7 +278,7 @@ def test_pbt_exploits_and_trains_with_the_perturbed_configuration(tmp_path, embe
 
 @pytest.mark.slow
 def test_failing_and_diverging_trials_are_recorded(tmp_path, embedded_ray, test_registry):
-    spec = RunSpec("faulty-quadratic", "asha", seed=3, budget="40ep", out=tmp_path)
+    spec = RunSpec("faulty-quadratic", "asha", seed=10, budget="40ep", out=tmp_path)  # seed: early faulty trials
     summary = execute(spec, progress=False)
     assert summary["status"] == "completed" and summary["epochs"] <= 40
     statuses = summary["trials_by_status"]
