@@ -62,6 +62,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a method setting, repeatable (see `list`)",
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per run (default: torch's choice); use 1 when runs share the machine",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--schedule",
@@ -233,6 +239,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return dispatch(args)
     Budget.parse(args.budget)
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be at least 1, got {args.threads}")
     method_args = _parse_method_args(args.method_arg)
     if args.schedule is not None:
         method_args["schedule"] = str(Path(args.schedule).resolve())
@@ -265,6 +273,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             device=device,
             download=args.download,
+            threads=args.threads,
         )
         for t in tasks
         for m in methods

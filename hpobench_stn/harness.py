@@ -46,6 +46,7 @@ class RunSpec:
     data_dir: str | None = None
     device: str = "cpu"
     download: bool = False
+    threads: int | None = None
 
     @property
     def path(self) -> Path:
@@ -343,6 +344,10 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         import json
 
         return json.loads((path / SUMMARY).read_text())
+    if spec.threads is not None:
+        import torch
+
+        torch.set_num_threads(spec.threads)
     task = build_task(spec)
     method = build_method(spec, task)
     store = RunStore(path)

@@ -58,11 +58,11 @@ def device_info(device: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": __import__("os").cpu_count(),
     }
-    if device.startswith("cuda"):
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    info["torch_threads"] = torch.get_num_threads()
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
 
 

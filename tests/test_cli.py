@@ -1,5 +1,6 @@
 """The command line: a run shows progress and leaves a run folder; bad input gives one line and exit code 2."""
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,15 @@ def test_run_shows_progress_and_stores_results(tmp_path):
     assert "quadratic/random seed 0: completed" in result.stdout
     run = tmp_path / "quadratic" / "tiny" / "random" / "3s" / "seed-0"
     assert {p.name for p in run.iterdir()} >= {"metadata.json", "events.jsonl", "summary.json", "COMPLETE"}
+
+
+def test_threads_option_is_applied_and_recorded(tmp_path):
+    result = cli(
+        "run", "--task", "quadratic", "--method", "random", "--budget", "2ep", "--threads", "1", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((tmp_path / "quadratic" / "tiny" / "random" / "2ep" / "seed-0" / "metadata.json").read_text())
+    assert metadata["device"]["torch_threads"] == 1
 
 
 def test_list_names_tasks_methods_presets():
@@ -66,6 +76,7 @@ def test_list_names_tasks_methods_presets():
         ),
         (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "a,b"], "malformed --seeds"),
         (["run", "--task", "quadratic", "--method", "random", "--device", "tpu"], "unknown device 'tpu'"),
+        (["run", "--task", "quadratic", "--method", "random", "--threads", "0"], "--threads must be at least 1"),
         (
             ["run", "--task", "quadratic", "--method", "random", "--data-dir", "/no/such/folder"],
             "data folder /no/such/folder does not exist",
