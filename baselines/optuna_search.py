@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -74,9 +75,9 @@ class OptunaSearch(Optimizer):
         self._numbers: dict[int, int] = {}  # our trial id -> Optuna trial number
 
     # --- sampler ---------------------------------------------------------------------------------------------
+    @abstractmethod
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """The sampler for one ask, seeded with ``seed``."""
-        raise NotImplementedError
 
     def _sampler_seed(self, trial_id: int) -> int:
         return int(np.random.SeedSequence([self.seed, trial_id, 0x0B7A]).generate_state(1)[0] % (2**31 - 1))

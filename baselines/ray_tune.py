@@ -38,6 +38,7 @@ import random
 import shutil
 import time
 import uuid
+from abc import abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -113,9 +114,9 @@ class RayTuneMethod(Method):
         """The scheduler's settings (stored with the run)."""
         return {}
 
+    @abstractmethod
     def make_scheduler(self, ctx: RunContext) -> Any:
         """The Tune scheduler."""
-        raise NotImplementedError
 
     def num_samples(self, ctx: RunContext) -> int:
         """How many trials Tune may create (-1: until the budget ends)."""

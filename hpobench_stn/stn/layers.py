@@ -30,6 +30,7 @@ Conventions shared by every layer here:
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any, Literal
 
 import torch
@@ -56,7 +57,7 @@ def _pair(v: _IntPair) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-class StnModule(nn.Module):
+class StnModule(nn.Module, ABC):
     """Base class of the STN layers: the gate map and the elementary/response split of the parameters.
 
     Subclasses set ``n_hparams`` and implement :meth:`elementary_parameters` and :meth:`response_parameters`,
@@ -65,13 +66,13 @@ class StnModule(nn.Module):
 
     n_hparams: int
 
+    @abstractmethod
     def elementary_parameters(self) -> list[nn.Parameter]:
         """The plain layer's weights (``W_e``, ``b_e``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def response_parameters(self) -> list[nn.Parameter]:
         """The best-response weights (``W_h``, ``b_h``) and the gate map(s)."""
-        raise NotImplementedError
 
     @staticmethod
     def _check_gate_init(gate_init: str, n_hparams: int) -> None:
