@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,9 @@ def _check_out(out: str) -> Path:
     path = Path(out)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # A probe file of this process's own: runs started side by side must not delete each other's.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise UserError(f"cannot write to output folder {out} ({exc.strerror}); choose another with --out") from None
     return path

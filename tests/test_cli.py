@@ -99,3 +99,14 @@ def test_unwritable_output_folder(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: cannot write to output folder")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_output_check_is_safe_for_runs_started_side_by_side(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hpobench_stn.cli import _check_out
+
+    with ThreadPoolExecutor(8) as pool:  # two sweeps started at once once deleted each other's probe file
+        folders = list(pool.map(lambda _: _check_out(str(tmp_path / "runs")), range(400)))
+    assert folders == [tmp_path / "runs"] * 400
+    assert list((tmp_path / "runs").iterdir()) == []
