@@ -15,6 +15,11 @@ import numpy as np
 import pandas as pd
 
 AXES = {"t": "wall-clock seconds", "epochs": "epoch-equivalents"}
+COMPARISON = ["task", "preset", "budget"]  # runs are compared only within one of these groups
+
+
+def _stem(key: tuple[str, str, str]) -> str:
+    return "-".join(str(part) for part in key)
 
 
 def best_so_far(events: pd.DataFrame, x: str = "t") -> pd.DataFrame:
@@ -23,7 +28,7 @@ def best_so_far(events: pd.DataFrame, x: str = "t") -> pd.DataFrame:
     reports["val_loss"] = pd.to_numeric(reports["val_loss"], errors="coerce")
     reports = reports.sort_values(["path", x])
     reports["best"] = reports.groupby("path")["val_loss"].cummin()
-    return reports[["task", "preset", "method", "seed", "path", x, "val_loss", "best"]]
+    return reports[[*COMPARISON, "method", "seed", "path", x, "val_loss", "best"]]
 
 
 def resample(curve_x: np.ndarray, curve_y: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -38,10 +43,11 @@ def resample(curve_x: np.ndarray, curve_y: np.ndarray, grid: np.ndarray) -> np.n
 
 
 def anytime(events: pd.DataFrame, x: str = "t", points: int = 200, log_x: bool = False) -> pd.DataFrame:
-    """Mean ± standard error over seeds of the best-so-far curve, per (task, method), on a common grid."""
+    """Mean ± standard error over seeds of the best-so-far curve, per (task, preset, budget, method), on a
+    common grid."""
     curves = best_so_far(events, x)
     rows = []
-    for (task, method), group in curves.groupby(["task", "method"], sort=True):
+    for (task, preset, budget, method), group in curves.groupby([*COMPARISON, "method"], sort=True):
         top = float(group[x].max())
         low = max(float(group.loc[group[x] > 0, x].min()), 1e-6) if log_x else 0.0
         grid = np.geomspace(low, top, points) if log_x and top > low else np.linspace(0.0, top, points)
@@ -52,19 +58,25 @@ def anytime(events: pd.DataFrame, x: str = "t", points: int = 200, log_x: bool =
         n = per_run.shape[0]
         mean = np.where(complete, np.nanmean(np.where(np.isnan(per_run), 0, per_run), axis=0), np.nan)
         se = np.where(complete & (n > 1), per_run.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.nan, np.nan)
-        rows.append(pd.DataFrame({"task": task, "method": method, x: grid, "mean": mean, "se": se, "n": n}))
+        rows.append(
+            pd.DataFrame(
+                {"task": task, "preset": preset, "budget": budget, "method": method}
+                | {x: grid, "mean": mean, "se": se, "n": n}
+            )
+        )
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
 def schedules(events: pd.DataFrame) -> pd.DataFrame:
     """Long table of hyperparameter values over training from report events carrying ``hparams``
-    (STN's schedule; PBT's too): task, method, seed, epochs, hyperparameter, value."""
+    (STN's schedule; PBT's too): task, preset, budget, method, seed, epochs, hyperparameter, value."""
     reports = events[events["event"] == "report"]
     columns = [c for c in reports.columns if c.startswith("hparams.") and not c.startswith("hparams.sigma.")]
+    ids = [*COMPARISON, "method", "seed", "path", "epochs"]
     if not columns:
-        return pd.DataFrame(columns=["task", "method", "seed", "path", "epochs", "hyperparameter", "value"])
+        return pd.DataFrame(columns=[*ids, "hyperparameter", "value"])
     long = reports.melt(
-        id_vars=["task", "method", "seed", "path", "epochs"],
+        id_vars=ids,
         value_vars=columns,
         var_name="hyperparameter",
         value_name="value",
@@ -86,7 +98,8 @@ def _save(fig: Any, stem: Path) -> list[Path]:
 
 
 def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | None = None) -> list[Path]:
-    """One figure per task: mean ± standard error of the best validation loss so far; PNG and PDF."""
+    """One figure per (task, preset, budget): mean ± standard error of the best validation loss so far; PNG and
+    PDF, named ``anytime-TASK-PRESET-BUDGET-AXIS``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,7 +109,7 @@ def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | No
     sns.set_theme(style="whitegrid", context="paper")
     data = anytime(events, x)
     written = []
-    for task, group in data.groupby("task"):
+    for key, group in data.groupby(COMPARISON, sort=True):
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
         for method, line in group.groupby("method"):
             ax.plot(line[x], line["mean"], label=f"{method} (n={int(line['n'].iloc[0])})")
@@ -106,14 +119,15 @@ def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | No
             ax.set_yscale("log")
         ax.set_xlabel(AXES[x])
         ax.set_ylabel("best validation loss so far")
-        ax.set_title(f"{task}: anytime performance")
+        ax.set_title(f"{key[0]} ({key[1]} preset, budget {key[2]}): anytime performance")
         ax.legend(fontsize=7)
-        written += _save(fig, Path(out) / f"anytime-{task}-{x}")
+        written += _save(fig, Path(out) / f"anytime-{_stem(key)}-{x}")
     return written
 
 
 def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
-    """One figure per task: one panel per hyperparameter, one line per (method, seed); PNG and PDF."""
+    """One figure per (task, preset, budget): one panel per hyperparameter, one line per (method, seed); PNG and
+    PDF, named ``schedules-TASK-PRESET-BUDGET``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +137,7 @@ def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
     sns.set_theme(style="whitegrid", context="paper")
     data = schedules(events)
     written = []
-    for task, group in data.groupby("task"):
+    for key, group in data.groupby(COMPARISON, sort=True):
         names = sorted(group["hyperparameter"].unique())
         cols = min(4, len(names))
         rows = math.ceil(len(names) / cols)
@@ -136,6 +150,6 @@ def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
             ax.axis("off")
         axes.flat[0].legend(fontsize=6)
         fig.supxlabel("epoch-equivalents spent")
-        fig.suptitle(f"{task}: hyperparameter schedules")
-        written += _save(fig, Path(out) / f"schedules-{task}")
+        fig.suptitle(f"{key[0]} ({key[1]} preset, budget {key[2]}): hyperparameter schedules")
+        written += _save(fig, Path(out) / f"schedules-{_stem(key)}")
     return written

@@ -119,25 +119,30 @@ def to_csv(runs: pd.DataFrame) -> str:
 
 def paper_table(runs: pd.DataFrame) -> str:
     """The STN paper's layout: one row per method; PTB as validation / test perplexity, CIFAR-10 and the
-    quadratic task as validation / test loss (mean over seeds), Markdown."""
+    quadratic task as validation / test loss (mean over seeds), Markdown. A task run at several presets or
+    budgets gets a pair of columns for each, labelled with them."""
     summary, _ = comparison(runs)
-    columns: list[tuple[str, str, str]] = []
-    for task in sorted(summary["task"].unique()):
-        sub = summary[summary["task"] == task]
+    columns: list[tuple[tuple[str, str, str], str, str]] = []
+    keys = list(summary[GROUP[:-1]].drop_duplicates().itertuples(index=False, name=None))
+    for key in sorted(keys):
+        task = key[0]
+        sub = summary[(summary[GROUP[:-1]] == pd.Series(key, index=GROUP[:-1])).all(axis=1)]
+        name = task if sum(k[0] == task for k in keys) == 1 else f"{task} ({key[1]}, {key[2]})"
         if sub.get("incumbent.test_metrics.perplexity.mean", pd.Series(dtype=float)).notna().any():
             columns += [
-                (task, "incumbent.val_metrics.perplexity", f"{task} val ppl"),
-                (task, "incumbent.test_metrics.perplexity", f"{task} test ppl"),
+                (key, "incumbent.val_metrics.perplexity", f"{name} val ppl"),
+                (key, "incumbent.test_metrics.perplexity", f"{name} test ppl"),
             ]
         else:
-            columns += [(task, "val_loss", f"{task} val loss"), (task, "test_loss", f"{task} test loss")]
+            columns += [(key, "val_loss", f"{name} val loss"), (key, "test_loss", f"{name} test loss")]
     methods = _method_order(list(summary["method"].unique()))
     header = "| method | " + " | ".join(label for _, _, label in columns) + " |"
     lines = [header, "| --- |" + " --- |" * len(columns)]
     for method in methods:
         cells = []
-        for task, column, _ in columns:
-            hit = summary[(summary["task"] == task) & (summary["method"] == method)]
+        for key, column, _ in columns:
+            hit = summary[(summary[GROUP[:-1]] == pd.Series(key, index=GROUP[:-1])).all(axis=1)]
+            hit = hit[hit["method"] == method]
             cells.append(_number(float(hit[f"{column}.mean"].iloc[0])) if len(hit) else "–")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -190,7 +190,7 @@ def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
 
 
 def load_events(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
-    """One row per event of every run, with the run's task, preset, method and seed beside it."""
+    """One row per event of every run, with the run's task, preset, budget, method and seed beside it."""
     import pandas as pd
 
     frames = []
@@ -200,6 +200,7 @@ def load_events(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
         frame = pd.json_normalize(events) if events else pd.DataFrame()
         for key in ("task", "preset", "method", "seed"):
             frame[key] = meta[key]
+        frame["budget"] = meta["budget_text"]
         frame["path"] = str(run)
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

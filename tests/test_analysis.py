@@ -18,10 +18,10 @@ from hpobench_stn.store import load_events, load_runs
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _write_run(root, method, seed, val, test, reports, hparams=None):
-    path = root / "toy" / "cpu" / method / "10ep" / f"seed-{seed}"
+def _write_run(root, method, seed, val, test, reports, hparams=None, budget="10ep"):
+    path = root / "toy" / "cpu" / method / budget / f"seed-{seed}"
     path.mkdir(parents=True)
-    meta = {"task": "toy", "preset": "cpu", "method": method, "seed": seed, "budget_text": "10ep"}
+    meta = {"task": "toy", "preset": "cpu", "method": method, "seed": seed, "budget_text": budget}
     (path / "metadata.json").write_text(json.dumps(meta))
     summary = {
         "val_loss": val,
@@ -109,6 +109,18 @@ def test_anytime_curve_is_the_running_best_and_waits_for_every_seed(handmade):
     assert a["mean"].iloc[-1] == pytest.approx(3.5)
 
 
+def test_runs_at_different_budgets_are_never_pooled(handmade):
+    for seed in range(2):
+        _write_run(handmade, "a", seed, 0.5, 0.6, [(2.0, 1, 0.5)], budget="20ep")
+    curve = anytime(load_events([handmade]), x="t", points=11)
+    assert set(curve.groupby(["budget", "method"]).groups) == {("10ep", "a"), ("10ep", "b"), ("20ep", "a")}
+    assert curve[curve["budget"] == "10ep"].set_index("method").loc["a", "mean"].iloc[-1] == pytest.approx(3.5)
+    table = paper_table(load_runs([handmade]))
+    assert "toy (cpu, 10ep) val loss" in table and "toy (cpu, 20ep) test loss" in table
+    row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
+    assert row_b.split("|")[-3:-1] == [" – ", " – "]  # b was not run at 20ep
+
+
 def test_schedules_are_read_from_reports(handmade):
     long = schedules(load_events([handmade]))
     assert set(long["method"]) == {"a"} and set(long["hyperparameter"]) == {"dropout"}
@@ -131,9 +143,9 @@ def test_table_and_plot_commands_regenerate_files(handmade, tmp_path):
         "table.tex",
         "table.csv",
         "paper-table.md",
-        "anytime-toy-t.png",
-        "anytime-toy-epochs.pdf",
-        "schedules-toy.png",
+        "anytime-toy-cpu-10ep-t.png",
+        "anytime-toy-cpu-10ep-epochs.pdf",
+        "schedules-toy-cpu-10ep.png",
     } <= names
     first = (out / "table.md").read_text()
     subprocess.run(
