@@ -148,6 +148,10 @@ def paper_table(runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_tail(path: str) -> tuple[str, ...]:
+    return Path(path).parts[-5:]
+
+
 def replay_table(runs: pd.DataFrame) -> str:
     """The schedule ablation: per source run, the STN run itself against fixed-configuration trainings that
     replay its schedule (``replay`` mode ``schedule``) or hold its final or best-checkpoint values (Markdown;
@@ -157,8 +161,9 @@ def replay_table(runs: pd.DataFrame) -> str:
     replays = runs[runs["method"] == "replay"]
     header = "| source run | source val / test | schedule replayed | final value fixed | best value fixed |"
     lines = [header, "| --- | --- | --- | --- | --- |"]
+    tails = runs["path"].map(_run_tail)
     for source, group in replays.groupby("settings.schedule", sort=True):
-        origin = runs[runs["path"] == source]
+        origin = runs[tails == _run_tail(source)]  # by task/preset/method/budget/seed: folders move between machines
         name = Path(source).relative_to(Path(source).parents[4]) if len(Path(source).parents) > 4 else source
         cells = [
             f"{_number(origin['val_loss'].iloc[0])} / {_number(origin['test_loss'].iloc[0])}" if len(origin) else "–"

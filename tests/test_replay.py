@@ -1,5 +1,8 @@
 """Schedule replay: fixed-configuration training that follows, or freezes, a stored STN schedule."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from analysis.tables import replay_table
@@ -69,6 +72,11 @@ def test_replay_table_compares_the_three(stn_run):
         )
     table = replay_table(load_runs([out]))
     assert "quadratic/tiny/stn" in table and table.count("\n") == 3
+    source_cell = table.splitlines()[2].split("|")[2]
+    assert "/" in source_cell and "–" not in source_cell  # the STN run's own val / test losses
+    moved = Path(out).parent / "moved-elsewhere"
+    shutil.copytree(out, moved)  # run folders copied to another machine or folder: still matched
+    assert replay_table(load_runs([moved])) == table
 
 
 def test_replay_refuses_another_task_or_preset(stn_run, tmp_path):
