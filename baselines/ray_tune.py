@@ -130,7 +130,7 @@ class RayTuneMethod(Method):
 
     def run(self, ctx: RunContext) -> None:
         """Start (or join) Ray, run the Tune experiment under the run's budget, shut down what was started."""
-        from hpobench_stn.ray_cluster import init_ray, temporary_environ
+        from hpobench_stn.ray_cluster import init_ray, shutdown_ray, temporary_environ
 
         num_cpus = self.num_cpus or os.cpu_count() or 1
         with temporary_environ(RAY_CHDIR_TO_TRIAL_DIR="0"), ctx.meter.paused():
@@ -155,10 +155,8 @@ class RayTuneMethod(Method):
             np.random.set_state(rng_state[1])
             shutil.rmtree(scratch, ignore_errors=True)
             if started:
-                import ray
-
                 with ctx.meter.paused():
-                    ray.shutdown()
+                    shutdown_ray()
 
     def _resources(self) -> tuple[dict[str, float], float]:
         """Per-trial resources and the CPUs the trials share. Inside a Ray task (a run of a sweep on a cluster) the

@@ -73,7 +73,7 @@ def _run_sweep_on_ray(
 ) -> dict[str, dict[str, Any]]:
     from tqdm import tqdm
 
-    from hpobench_stn.ray_cluster import init_ray
+    from hpobench_stn.ray_cluster import init_ray, shutdown_ray
 
     results: dict[str, dict[str, Any]] = {}
     todo = []
@@ -92,9 +92,7 @@ def _run_sweep_on_ray(
         finally:
             bar.close()
             if started:
-                import ray
-
-                ray.shutdown()
+                shutdown_ray()
 
 
 def _drive_on_ray(

@@ -21,7 +21,7 @@ from baselines.ray_tune import clip_to_space, ray_search_space
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.cli import main
 from hpobench_stn.harness import RunSpec, execute
-from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, free_port, init_ray
+from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, free_port, init_ray, shutdown_ray
 from hpobench_stn.space import Float, Integer, Rate, SearchSpace
 from hpobench_stn.store import find_runs, read_events
 from tasks.quadratic.task import QuadraticTask
@@ -189,7 +189,7 @@ def test_bad_ray_options_give_one_clear_line(tmp_path, capsys, args, message):
 @pytest.fixture(scope="module")
 def embedded_ray():
     """One embedded Ray (2 CPUs) for the module; workers can import the test-only tasks."""
-    import ray  # imported before init_ray on purpose: it must still keep Ray on 127.0.0.1
+    import ray  # noqa: F401  (imported before init_ray on purpose: it must still keep Ray on 127.0.0.1)
 
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(ROOT), old) if p)
@@ -199,7 +199,7 @@ def embedded_ray():
     assert get_authentication_mode() == AuthenticationMode.TOKEN
     pids = _descendants(os.getpid())
     yield pids
-    ray.shutdown()
+    shutdown_ray()
     if old is None:
         os.environ.pop("PYTHONPATH")
     else:
