@@ -185,6 +185,9 @@ def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
     args = build_parser().parse_args(argv)
+    from hpobench_stn.metadata import source_revision
+
+    source_revision()  # the checkout as this process imported it (recorded with every run)
     try:
         return _dispatch(args)
     except UserError as exc:

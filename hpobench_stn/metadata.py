@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -50,6 +51,13 @@ def git_revision() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+@functools.cache
+def source_revision() -> dict[str, Any]:
+    """:func:`git_revision` as it was at this process's first call, which the command line makes at start-up:
+    the code a process runs is the code it imported then, even if the checkout moves on during a long sweep."""
+    return git_revision()
+
+
 def device_info(device: str) -> dict[str, Any]:
     """The compute device a run used (GPU name when on CUDA)."""
     info: dict[str, Any] = {
@@ -81,7 +89,7 @@ def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[s
         "data_dir": spec.data_dir,
         "device": device_info(spec.device),
         "versions": package_versions(),
-        "git": git_revision(),
+        "git": source_revision(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -118,3 +118,18 @@ def test_random_search_regret_falls_with_budget(tmp_path):
         ]
         mean_regret[budget] = sum(regrets) / len(regrets)
     assert mean_regret["800ep"] < 0.5 * mean_regret["20ep"]
+
+
+def test_runs_record_the_revision_the_process_started_with(tmp_path, monkeypatch):
+    from hpobench_stn import metadata
+
+    metadata.source_revision.cache_clear()
+    monkeypatch.setattr(metadata, "git_revision", lambda: {"commit": "aaaa", "dirty": False})
+    metadata.source_revision()  # what the command line does at start-up
+    monkeypatch.setattr(metadata, "git_revision", lambda: {"commit": "bbbb", "dirty": True})  # checkout moved on
+    try:
+        execute(RunSpec("quadratic", "random", budget="2ep", out=tmp_path), progress=False)
+        recorded = json.loads(next(tmp_path.rglob("metadata.json")).read_text())["git"]
+    finally:
+        metadata.source_revision.cache_clear()
+    assert recorded == {"commit": "aaaa", "dirty": False}
