@@ -394,7 +394,9 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
             bar.close()
     summary = _summary(ctx, status, error)
     ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
-    store.finish(summary)
+    # A run whose method crashed (Ray failing to start on a starved machine, say) is not complete: its summary
+    # says why, and running the same command again tries it again, keeping this attempt's events.
+    store.finish(summary, complete=status != "failed")
     return summary
 
 

@@ -113,11 +113,12 @@ class RunStore:
         if self._events is not None:
             os.fsync(self._events.fileno())
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        """Write the summary, then the completion marker."""
+    def finish(self, summary: dict[str, Any], complete: bool = True) -> None:
+        """Write the summary, then (unless the run failed and should be tried again) the completion marker."""
         self.close()
         write_json_atomic(self.path / SUMMARY, summary)
-        (self.path / COMPLETE).write_text("")
+        if complete:
+            (self.path / COMPLETE).write_text("")
 
     def close(self) -> None:
         """Close the event log."""

@@ -1,6 +1,7 @@
 """Test-only task and optimizer that fail on purpose, to check that the run loop survives them."""
 
 import math
+import os
 
 from baselines.random_search import RandomSearch
 from tasks.quadratic.task import QuadraticTask, QuadraticTrial
@@ -25,6 +26,18 @@ class FaultyQuadratic(QuadraticTask):
 
     def make_trial(self, config, seed):
         return FaultyTrial(self, self.space.validate(config), seed)
+
+
+class FlakyRandom(RandomSearch):
+    """Random search whose whole run raises while HPOBENCH_TEST_FLAKY is set (a failure outside any trial)."""
+
+    name = "flaky-random"
+    description = "test only"
+
+    def run(self, ctx):
+        if os.environ.get("HPOBENCH_TEST_FLAKY"):
+            raise RuntimeError("simulated start-up failure")
+        super().run(ctx)
 
 
 class CrashyRandom(RandomSearch):

@@ -133,3 +133,17 @@ def test_runs_record_the_revision_the_process_started_with(tmp_path, monkeypatch
     finally:
         metadata.source_revision.cache_clear()
     assert recorded == {"commit": "aaaa", "dirty": False}
+
+
+def test_a_failed_run_is_not_complete_and_running_it_again_retries_it(tmp_path, test_registry, monkeypatch):
+    spec = RunSpec("quadratic", "flaky-random", budget="4ep", out=tmp_path)
+    monkeypatch.setenv("HPOBENCH_TEST_FLAKY", "1")
+    first = execute(spec, progress=False)
+    assert first["status"] == "failed" and "simulated start-up failure" in first["error"]
+    assert (spec.path / "summary.json").exists() and not (spec.path / "COMPLETE").exists()
+    assert load_runs([tmp_path]).empty  # tables leave it out
+    monkeypatch.delenv("HPOBENCH_TEST_FLAKY")
+    second = execute(spec, progress=False)
+    assert second["status"] == "completed" and second["epochs"] == 4
+    assert (spec.path / "COMPLETE").exists()
+    assert any(e["event"] == "method_error" for e in read_events(spec.path))  # the failed attempt is kept
