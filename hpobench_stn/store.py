@@ -10,6 +10,7 @@ Loaders return pandas DataFrames; a truncated last line of an event log (a kill 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
@@ -130,18 +131,34 @@ class RunStore:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The events of one run folder; a truncated last line is dropped."""
+    """The events of one run folder; a truncated last line is dropped. An archived run may hold them gzipped
+    (``events.jsonl.gz``, as the committed reference results do; see :func:`archive_events`)."""
     file = Path(path) / EVENTS
-    if not file.exists():
+    archived = file.with_name(EVENTS + ".gz")
+    if not file.exists() and not archived.exists():
         return []
     events = []
-    with open(file) as fh:
+    with open(file) if file.exists() else gzip.open(archived, "rt") as fh:
         for line in fh:
             try:
                 events.append(json.loads(line))
             except json.JSONDecodeError:
                 break
     return events
+
+
+def archive_events(path: Path) -> Path:
+    """Gzip a complete run's event log in place (``events.jsonl`` → ``events.jsonl.gz``, byte-for-byte the same
+    content, no timestamp in the gzip header); readers take either. Returns the archive's path."""
+    path = Path(path)
+    if not is_complete(path):
+        raise UserError(f"run {path} is not complete; only complete runs are archived")
+    file = path / EVENTS
+    archived = file.with_name(EVENTS + ".gz")
+    with open(archived, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(file.read_bytes())
+    file.unlink()
+    return archived
 
 
 def find_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Iterator[Path]:

@@ -147,3 +147,18 @@ def test_a_failed_run_is_not_complete_and_running_it_again_retries_it(tmp_path, 
     assert second["status"] == "completed" and second["epochs"] == 4
     assert (spec.path / "COMPLETE").exists()
     assert any(e["event"] == "method_error" for e in read_events(spec.path))  # the failed attempt is kept
+
+
+def test_archived_event_logs_read_the_same(tmp_path):
+    from hpobench_stn.errors import UserError
+    from hpobench_stn.store import archive_events
+
+    spec = RunSpec("quadratic", "random", budget="4ep", out=tmp_path)
+    execute(spec, progress=False)
+    before = read_events(spec.path)
+    archived = archive_events(spec.path)
+    assert archived.name == "events.jsonl.gz" and not (spec.path / "events.jsonl").exists()
+    assert read_events(spec.path) == before and len(load_events([tmp_path])) == len(before)
+    (spec.path / "COMPLETE").unlink()
+    with pytest.raises(UserError, match="not complete"):
+        archive_events(spec.path)
