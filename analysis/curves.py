@@ -18,13 +18,20 @@ AXES = {"t": "wall-clock seconds", "epochs": "epoch-equivalents"}
 COMPARISON = ["task", "preset", "budget"]  # runs are compared only within one of these groups
 
 
+def _compared(events: pd.DataFrame) -> pd.DataFrame:
+    """Events of every run but schedule replays (they follow another run's schedule; see the replay table)."""
+    names = events["method_name"] if "method_name" in events else events["method"]
+    return events[names != "replay"]
+
+
 def _stem(key: tuple[str, str, str]) -> str:
     return "-".join(str(part) for part in key)
 
 
 def best_so_far(events: pd.DataFrame, x: str = "t") -> pd.DataFrame:
     """Per run: the report events sorted by ``x`` with ``best`` = running minimum of the validation loss."""
-    reports = events[events["event"] == "report"].copy()
+    reports = _compared(events)
+    reports = reports[reports["event"] == "report"].copy()
     reports["val_loss"] = pd.to_numeric(reports["val_loss"], errors="coerce")
     reports = reports.sort_values(["path", x])
     reports["best"] = reports.groupby("path")["val_loss"].cummin()
@@ -70,7 +77,8 @@ def anytime(events: pd.DataFrame, x: str = "t", points: int = 200, log_x: bool =
 def schedules(events: pd.DataFrame) -> pd.DataFrame:
     """Long table of hyperparameter values over training from report events carrying ``hparams``
     (STN's schedule; PBT's too): task, preset, budget, method, seed, epochs, hyperparameter, value."""
-    reports = events[events["event"] == "report"]
+    reports = _compared(events)
+    reports = reports[reports["event"] == "report"]
     columns = [c for c in reports.columns if c.startswith("hparams.") and not c.startswith("hparams.sigma.")]
     ids = [*COMPARISON, "method", "seed", "path", "epochs"]
     if not columns:

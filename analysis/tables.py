@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.aggregate import COST, GROUP, METRICS, Metric, available, best_and_ties, summarize
+from hpobench_stn.errors import UserError
 
 PAPER_METHOD_ORDER = [
     "grid",
@@ -44,12 +45,22 @@ def _cell(mean: float, se: float) -> str:
 
 
 def _method_order(methods: list[str]) -> list[str]:
-    known = [m for m in PAPER_METHOD_ORDER if m in methods]
-    return known + sorted(m for m in methods if m not in known)
+    """The paper's order by method name, a method's labelled variants (``asha [num_cpus=1]``) after its name."""
+    rank = {name: i for i, name in enumerate(PAPER_METHOD_ORDER)}
+    return sorted(methods, key=lambda m: (rank.get(m.split(" [")[0], len(rank)), m.split(" [")[0], m))
+
+
+def compared(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that enter comparisons: all but schedule replays, which have a table of their own."""
+    names = runs["method_name"] if "method_name" in runs else runs["method"]
+    return runs[names != "replay"]
 
 
 def comparison(runs: pd.DataFrame, metrics: list[Metric] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(numbers, marks): the summary table and, per metric cell, ``""``, ``"best"`` or ``"tie"``."""
+    runs = compared(runs)
+    if runs.empty:
+        raise UserError("no runs to compare (only schedule replays?): use --format replay for those")
     metrics = available(runs, metrics or METRICS)
     summary = summarize(runs, metrics)
     marks = pd.DataFrame(index=summary.index)
@@ -158,7 +169,7 @@ def replay_table(runs: pd.DataFrame) -> str:
     validation / test loss of each run's incumbent, mean over the replay run's seeds)."""
     if "settings.schedule" not in runs:
         return "no replay runs\n"
-    replays = runs[runs["method"] == "replay"]
+    replays = runs[runs["method_name"] == "replay"]
     header = "| source run | source val / test | schedule replayed | final value fixed | best value fixed |"
     lines = [header, "| --- | --- | --- | --- | --- |"]
     tails = runs["path"].map(_run_tail)

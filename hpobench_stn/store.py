@@ -183,9 +183,19 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def method_label(meta: dict[str, Any]) -> str:
+    """The name a run's method goes by in tables and figures: the method, with its ``--method-arg`` settings in
+    brackets when it has any (``asha [num_cpus=1]``), so runs at different settings are never pooled. A replay's
+    source schedule is left out (the replay table shows it)."""
+    args = {k: v for k, v in (meta.get("method_args") or {}).items() if k != "schedule"}
+    shown = ", ".join(f"{key}={args[key]}" for key in sorted(args))
+    return f"{meta['method']} [{shown}]" if shown else meta["method"]
+
+
 def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
-    """One row per run: metadata (task, preset, method, seed, budget) joined with the flattened summary
-    (nested keys joined with dots: ``incumbent.test_metrics.loss``, ``incumbent.config.penalty_0``)."""
+    """One row per run: metadata (task, preset, method label (see :func:`method_label`), method name, seed,
+    budget) joined with the flattened summary (nested keys joined with dots: ``incumbent.test_metrics.loss``,
+    ``incumbent.config.penalty_0``)."""
     import pandas as pd
 
     rows = []
@@ -196,7 +206,8 @@ def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
             "path": str(run),
             "task": meta["task"],
             "preset": meta["preset"],
-            "method": meta["method"],
+            "method": method_label(meta),
+            "method_name": meta["method"],
             "seed": meta["seed"],
             "budget": meta["budget_text"],
             "complete": is_complete(run),
@@ -216,8 +227,10 @@ def load_events(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
         meta = json.loads((run / METADATA).read_text())
         events = read_events(run)
         frame = pd.json_normalize(events) if events else pd.DataFrame()
-        for key in ("task", "preset", "method", "seed"):
+        for key in ("task", "preset", "seed"):
             frame[key] = meta[key]
+        frame["method"] = method_label(meta)
+        frame["method_name"] = meta["method"]
         frame["budget"] = meta["budget_text"]
         frame["path"] = str(run)
         frames.append(frame)

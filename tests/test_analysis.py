@@ -18,10 +18,11 @@ from hpobench_stn.store import load_events, load_runs
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _write_run(root, method, seed, val, test, reports, hparams=None, budget="10ep"):
-    path = root / "toy" / "cpu" / method / budget / f"seed-{seed}"
+def _write_run(root, method, seed, val, test, reports, hparams=None, budget="10ep", args=None):
+    path = root / "toy" / "cpu" / (method + ("+" + str(len(args)) if args else "")) / budget / f"seed-{seed}"
     path.mkdir(parents=True)
     meta = {"task": "toy", "preset": "cpu", "method": method, "seed": seed, "budget_text": budget}
+    meta["method_args"] = args or {}
     (path / "metadata.json").write_text(json.dumps(meta))
     summary = {
         "val_loss": val,
@@ -119,6 +120,19 @@ def test_runs_at_different_budgets_are_never_pooled(handmade):
     assert "toy (cpu, 10ep) val loss" in table and "toy (cpu, 20ep) test loss" in table
     row_b = next(line for line in table.splitlines() if line.startswith("| b |"))
     assert row_b.split("|")[-3:-1] == [" – ", " – "]  # b was not run at 20ep
+
+
+def test_settings_are_never_pooled_and_replays_stay_out_of_comparisons(handmade):
+    for seed in range(2):
+        _write_run(handmade, "a", seed, 9.0, 9.5, [(1.0, 1, 9.0)], args={"num_cpus": 1})
+        _write_run(handmade, "replay", seed, 0.1, 0.1, [(1.0, 1, 0.1)], args={"schedule": "/x/toy/cpu/a/10ep/seed-0"})
+    runs = load_runs([handmade])
+    summary = summarize(runs)
+    rows = summary.set_index("method")
+    assert rows.loc["a", "val_loss.mean"] == pytest.approx(3.5) and rows.loc["a [num_cpus=1]", "n"] == 2
+    table = to_markdown(runs)
+    assert "| a [num_cpus=1] | 2 |" in table and "replay" not in table
+    assert "replay" not in set(anytime(load_events([handmade]))["method"])
 
 
 def test_schedules_are_read_from_reports(handmade):
