@@ -57,8 +57,9 @@ class TrialResult:
 class Trial(ABC):
     """One configuration being trained through the black-box door, one epoch at a time.
 
-    Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`state_dict`,
-    :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics.
+    Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`_remember_best`, :meth:`state_dict`
+    and :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics,
+    and checkpoints them for the subclass through :meth:`_progress_state` and :meth:`_load_progress_state`.
     """
 
     def __init__(self, task: Task, config: Config, seed: int) -> None:
@@ -101,6 +102,22 @@ class Trial(ABC):
     @abstractmethod
     def _remember_best(self) -> None:
         """Keep the current weights as the best checkpoint."""
+
+    def _progress_state(self) -> dict[str, Any]:
+        """The part of :meth:`state_dict` this base keeps: epoch, configuration, the best checkpoint's results."""
+        return {
+            "epoch": self.epoch,
+            "config": dict(self.config),
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "best_metrics": dict(self.best_metrics),
+        }
+
+    def _load_progress_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_progress_state` saved."""
+        self.epoch, self.config = state["epoch"], dict(state["config"])
+        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
+        self.best_metrics = dict(state["best_metrics"])
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
