@@ -60,6 +60,7 @@ class Trial(ABC):
     Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`_remember_best`, :meth:`state_dict`
     and :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics,
     and checkpoints them for the subclass through :meth:`_progress_state` and :meth:`_load_progress_state`.
+    :class:`hpobench_stn.torch_trial.TorchTrial` does all but the training and the evaluation for a torch network.
     """
 
     def __init__(self, task: Task, config: Config, seed: int) -> None:
