@@ -190,15 +190,18 @@ class Task(ABC):
         """The white-box door for STN; tasks that have one override this."""
         raise UserError(f"task {self.name!r} has no white-box door, so STN methods cannot run on it")
 
-    def signature(self) -> dict[str, float]:
-        """Losses at fixed probe configurations, to catch drift in data or preprocessing (see tests)."""
-        probes = {
+    def probe_configs(self) -> dict[str, Config]:
+        """The configurations :meth:`signature` probes: ``default``, ``low`` (every bound low), ``high`` (high)."""
+        return {
             "default": self.space.default(),
             "low": self.space.from_unit([0.0] * len(self.space)),
             "high": self.space.from_unit([1.0] * len(self.space)),
         }
+
+    def signature(self) -> dict[str, float]:
+        """Losses at fixed probe configurations, to catch drift in data or preprocessing (see tests)."""
         out: dict[str, float] = {}
-        for probe, config in probes.items():
+        for probe, config in self.probe_configs().items():
             trial = self.make_trial(config, seed=0)
             meter = BudgetMeter(Budget(epochs=1), self.train_size)
             out[probe] = trial.train_epoch(meter).val_loss

@@ -327,15 +327,10 @@ class CifarTask(Task):
             x, y = data.split(split)
             out[f"{split}_pixel_mean"] = float(x.sum(dtype=torch.int64)) / x.numel()
             out[f"{split}_label_mean"] = float(y.sum()) / y.numel()
-        probes = {
-            "default": self.space.default(),
-            "low": self.space.from_unit([0.0] * len(self.space)),
-            "high": self.space.from_unit([1.0] * len(self.space)),
-        }
         model = self.build_model(seed=0).to(self.device)
         x, y = data.train_x[:128], data.train_y[:128]
         with torch.no_grad():
-            for probe, config in probes.items():
+            for probe, config in self.probe_configs().items():
                 g = torch.Generator(device=self.device).manual_seed(0)
                 model.train()
                 logits = model(self.augmenter(x, config, g), None, [config[n] for n in DROPOUTS], g)

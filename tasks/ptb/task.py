@@ -373,12 +373,7 @@ class PtbTask(Task):
             "valid_id_mean": float(self.corpus.valid.double().mean()),
         }
         probe_stream = ptb_data.batchify(self.corpus.valid[: s["signature_val_tokens"]], s["eval_batch_size"])
-        probes = {
-            "default": self.space.default(),
-            "low": self.space.from_unit([0.0] * len(self.space)),
-            "high": self.space.from_unit([1.0] * len(self.space)),
-        }
-        for probe, config in probes.items():
+        for probe, config in self.probe_configs().items():
             trial = self.make_trial(config, seed=0)
             if probe == "default":
                 out["val_loss_init"] = trial.evaluate_split("val", probe_stream.to(self.torch_device))["loss"]
