@@ -138,6 +138,17 @@ class Preset:
     max_epochs: int
     settings: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_defaults(
+        cls, name: str, description: str, max_epochs: int, defaults: Mapping[str, Any], settings: Mapping[str, Any]
+    ) -> Preset:
+        """A preset whose settings are a task's ``defaults`` overridden by ``settings``; a setting that is not among
+        the defaults raises ``ValueError`` (a misspelt one would otherwise be silently ignored)."""
+        unknown = set(settings) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown preset settings {sorted(unknown)}")
+        return cls(name, description, max_epochs, {**defaults, **settings})
+
 
 ReportCallback = Callable[[EpochReport], bool | None]
 

@@ -189,10 +189,7 @@ def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset
         "stn_warmup_epochs": 5,
         "stn_hyper_lr": 3e-3,
     }
-    unknown = set(settings) - set(base)
-    if unknown:
-        raise ValueError(f"unknown preset settings {unknown}")
-    return Preset(name, description, epochs, {**base, **settings})
+    return Preset.from_defaults(name, description, epochs, base, settings)
 
 
 class CifarTask(Task):

@@ -230,10 +230,7 @@ def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset
         "signature_windows": 3,
         "signature_val_tokens": 10_000,
     }
-    unknown = set(settings) - set(base)
-    if unknown:
-        raise ValueError(f"unknown preset settings {sorted(unknown)}")
-    return Preset(name, description, epochs, {**base, **settings})
+    return Preset.from_defaults(name, description, epochs, base, settings)
 
 
 class PtbTask(Task):
