@@ -60,11 +60,14 @@ def _pair(v: _IntPair) -> tuple[int, int]:
 class StnModule(nn.Module, ABC):
     """Base class of the STN layers: the gate map and the elementary/response split of the parameters.
 
-    Subclasses set ``n_hparams`` and implement :meth:`elementary_parameters` and :meth:`response_parameters`,
-    which together must list every parameter of the layer exactly once.
+    Subclasses set ``n_hparams``, ``gate_init`` and ``gate_std`` (through :meth:`_set_gating`) and implement
+    :meth:`elementary_parameters` and :meth:`response_parameters`, which together must list every parameter of
+    the layer exactly once.
     """
 
     n_hparams: int
+    gate_init: GateInit
+    gate_std: float
 
     @abstractmethod
     def elementary_parameters(self) -> list[nn.Parameter]:
@@ -80,6 +83,13 @@ class StnModule(nn.Module, ABC):
             raise ValueError(f"gate_init must be 'normal' or 'zero', got {gate_init!r}")
         if n_hparams < 1:
             raise ValueError(f"n_hparams must be at least 1, got {n_hparams}")
+
+    def _set_gating(self, n_hparams: int, gate_init: GateInit, gate_std: float) -> None:
+        """Check and keep the gate settings every STN layer takes (see the module docstring)."""
+        self._check_gate_init(gate_init, n_hparams)
+        self.n_hparams = n_hparams
+        self.gate_init = gate_init
+        self.gate_std = gate_std
 
     @staticmethod
     def _init_gate(weight: Tensor, gate_init: GateInit, gate_std: float) -> None:
@@ -138,13 +148,10 @@ class StnLinear(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.batch_first = batch_first
         self.weight_e = nn.Parameter(torch.empty(out_features, in_features, **fk))
         self.weight_h = nn.Parameter(torch.empty(out_features, in_features, **fk))
@@ -223,7 +230,7 @@ class StnConv2d(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels and out_channels must be divisible by groups={groups}")
         fk = {"device": device, "dtype": dtype}
@@ -234,9 +241,6 @@ class StnConv2d(StnModule):
         self.padding: tuple[int, int] | str = padding if isinstance(padding, str) else _pair(padding)
         self.dilation = _pair(dilation)
         self.groups = groups
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.weight_e = nn.Parameter(torch.empty(shape, **fk))
         self.weight_h = nn.Parameter(torch.empty(shape, **fk))
@@ -315,13 +319,10 @@ class StnEmbedding(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.batch_first = batch_first
         self.weight_e = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **fk))
         self.weight_h = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **fk))
@@ -508,13 +509,10 @@ class StnLSTM(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.fused = fused
         g4 = 4 * hidden_size
         self.weight_ih_e = nn.Parameter(torch.empty(g4, input_size, **fk))
