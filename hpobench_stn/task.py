@@ -57,8 +57,10 @@ class TrialResult:
 class Trial(ABC):
     """One configuration being trained through the black-box door, one epoch at a time.
 
-    Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`state_dict`,
-    :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics.
+    Subclasses implement :meth:`_train_one_epoch`, :meth:`_evaluate`, :meth:`_remember_best`, :meth:`state_dict`
+    and :meth:`load_state_dict`; this base keeps the epoch counter and the best checkpoint's validation metrics,
+    and checkpoints them for the subclass through :meth:`_progress_state` and :meth:`_load_progress_state`.
+    :class:`hpobench_stn.torch_trial.TorchTrial` does all but the training and the evaluation for a torch network.
     """
 
     def __init__(self, task: Task, config: Config, seed: int) -> None:
@@ -102,6 +104,22 @@ class Trial(ABC):
     def _remember_best(self) -> None:
         """Keep the current weights as the best checkpoint."""
 
+    def _progress_state(self) -> dict[str, Any]:
+        """The part of :meth:`state_dict` this base keeps: epoch, configuration, the best checkpoint's results."""
+        return {
+            "epoch": self.epoch,
+            "config": dict(self.config),
+            "best_val_loss": self.best_val_loss,
+            "best_epoch": self.best_epoch,
+            "best_metrics": dict(self.best_metrics),
+        }
+
+    def _load_progress_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`_progress_state` saved."""
+        self.epoch, self.config = state["epoch"], dict(state["config"])
+        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
+        self.best_metrics = dict(state["best_metrics"])
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue training exactly (weights, optimizer, RNG, epoch, best checkpoint)."""
@@ -119,6 +137,17 @@ class Preset:
     description: str
     max_epochs: int
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_defaults(
+        cls, name: str, description: str, max_epochs: int, defaults: Mapping[str, Any], settings: Mapping[str, Any]
+    ) -> Preset:
+        """A preset whose settings are a task's ``defaults`` overridden by ``settings``; a setting that is not among
+        the defaults raises ``ValueError`` (a misspelt one would otherwise be silently ignored)."""
+        unknown = set(settings) - set(defaults)
+        if unknown:
+            raise ValueError(f"unknown preset settings {sorted(unknown)}")
+        return cls(name, description, max_epochs, {**defaults, **settings})
 
 
 ReportCallback = Callable[[EpochReport], bool | None]
@@ -172,15 +201,18 @@ class Task(ABC):
         """The white-box door for STN; tasks that have one override this."""
         raise UserError(f"task {self.name!r} has no white-box door, so STN methods cannot run on it")
 
-    def signature(self) -> dict[str, float]:
-        """Losses at fixed probe configurations, to catch drift in data or preprocessing (see tests)."""
-        probes = {
+    def probe_configs(self) -> dict[str, Config]:
+        """The configurations :meth:`signature` probes: ``default``, ``low`` (every bound low), ``high`` (high)."""
+        return {
             "default": self.space.default(),
             "low": self.space.from_unit([0.0] * len(self.space)),
             "high": self.space.from_unit([1.0] * len(self.space)),
         }
+
+    def signature(self) -> dict[str, float]:
+        """Losses at fixed probe configurations, to catch drift in data or preprocessing (see tests)."""
         out: dict[str, float] = {}
-        for probe, config in probes.items():
+        for probe, config in self.probe_configs().items():
             trial = self.make_trial(config, seed=0)
             meter = BudgetMeter(Budget(epochs=1), self.train_size)
             out[probe] = trial.train_epoch(meter).val_loss

@@ -60,11 +60,14 @@ def _pair(v: _IntPair) -> tuple[int, int]:
 class StnModule(nn.Module, ABC):
     """Base class of the STN layers: the gate map and the elementary/response split of the parameters.
 
-    Subclasses set ``n_hparams`` and implement :meth:`elementary_parameters` and :meth:`response_parameters`,
-    which together must list every parameter of the layer exactly once.
+    Subclasses set ``n_hparams``, ``gate_init`` and ``gate_std`` (through :meth:`_set_gating`) and implement
+    :meth:`elementary_parameters` and :meth:`response_parameters`, which together must list every parameter of
+    the layer exactly once.
     """
 
     n_hparams: int
+    gate_init: GateInit
+    gate_std: float
 
     @abstractmethod
     def elementary_parameters(self) -> list[nn.Parameter]:
@@ -80,6 +83,13 @@ class StnModule(nn.Module, ABC):
             raise ValueError(f"gate_init must be 'normal' or 'zero', got {gate_init!r}")
         if n_hparams < 1:
             raise ValueError(f"n_hparams must be at least 1, got {n_hparams}")
+
+    def _set_gating(self, n_hparams: int, gate_init: GateInit, gate_std: float) -> None:
+        """Check and keep the gate settings every STN layer takes (see the module docstring)."""
+        self._check_gate_init(gate_init, n_hparams)
+        self.n_hparams = n_hparams
+        self.gate_init = gate_init
+        self.gate_std = gate_std
 
     @staticmethod
     def _init_gate(weight: Tensor, gate_init: GateInit, gate_std: float) -> None:
@@ -111,7 +121,48 @@ def _apply_response(out: Tensor, gw: Tensor, resp: Tensor, gb: Tensor | None, bi
     return out
 
 
-class StnLinear(StnModule):
+class _StnWeightLayer(StnModule):
+    """What :class:`StnLinear` and :class:`StnConv2d` share: one weight tensor and an optional bias of ``out``
+    values, each as an elementary and a response copy, a gate map for the weight path (and the bias path), and
+    the initialisation of ``nn.Linear``/``nn.Conv2d``."""
+
+    weight_e: nn.Parameter
+    weight_h: nn.Parameter
+    bias_e: nn.Parameter | None
+    bias_h: nn.Parameter | None
+
+    def _make_parameters(self, shape: tuple[int, ...], out: int, bias: bool, fk: dict[str, Any]) -> None:
+        """``weight_e``, ``weight_h`` of ``shape``, ``bias_e``, ``bias_h`` of ``out`` (or ``None``), the gate map."""
+        self.weight_e = nn.Parameter(torch.empty(shape, **fk))
+        self.weight_h = nn.Parameter(torch.empty(shape, **fk))
+        if bias:
+            self.bias_e = nn.Parameter(torch.empty(out, **fk))
+            self.bias_h = nn.Parameter(torch.empty(out, **fk))
+        else:
+            self.register_parameter("bias_e", None)
+            self.register_parameter("bias_h", None)
+        self.gate = nn.Linear(self.n_hparams, (2 if bias else 1) * out, bias=False, **fk)
+
+    def _reset_parameters(self, fan_in: int) -> None:
+        """Weights Kaiming-uniform and biases ``U(-1/√fan_in, 1/√fan_in)`` as ``nn.Linear``/``nn.Conv2d``; the gate
+        map per ``gate_init``."""
+        for w in (self.weight_e, self.weight_h):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        for b in (self.bias_e, self.bias_h):
+            if b is not None:
+                _uniform_bias_(b, fan_in)
+        self._init_gate(self.gate.weight, self.gate_init, self.gate_std)
+
+    def elementary_parameters(self) -> list[nn.Parameter]:
+        """``[weight_e, bias_e]`` (without the bias when ``bias=False``)."""
+        return [p for p in (self.weight_e, self.bias_e) if p is not None]
+
+    def response_parameters(self) -> list[nn.Parameter]:
+        """``[weight_h, bias_h, gate.weight]`` (without the bias when ``bias=False``)."""
+        return [p for p in (self.weight_h, self.bias_h) if p is not None] + [self.gate.weight]
+
+
+class StnLinear(_StnWeightLayer):
     """STN fully connected layer ``y = W_e x + b_e + (Vλ) ⊙ (W_h x) + (Cλ) ⊙ b_h``.
 
     Parameters: ``weight_e``, ``weight_h`` ``(out, in)``; ``bias_e``, ``bias_h`` ``(out,)`` when ``bias``;
@@ -138,41 +189,17 @@ class StnLinear(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.in_features = in_features
         self.out_features = out_features
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.batch_first = batch_first
-        self.weight_e = nn.Parameter(torch.empty(out_features, in_features, **fk))
-        self.weight_h = nn.Parameter(torch.empty(out_features, in_features, **fk))
-        if bias:
-            self.bias_e: nn.Parameter | None = nn.Parameter(torch.empty(out_features, **fk))
-            self.bias_h: nn.Parameter | None = nn.Parameter(torch.empty(out_features, **fk))
-        else:
-            self.register_parameter("bias_e", None)
-            self.register_parameter("bias_h", None)
-        self.gate = nn.Linear(n_hparams, (2 if bias else 1) * out_features, bias=False, **fk)
+        self._make_parameters((out_features, in_features), out_features, bias, fk)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """``W_e, b_e, W_h, b_h`` as ``nn.Linear.reset_parameters``; the gate map per ``gate_init``."""
-        for w in (self.weight_e, self.weight_h):
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        for b in (self.bias_e, self.bias_h):
-            if b is not None:
-                _uniform_bias_(b, self.in_features)
-        self._init_gate(self.gate.weight, self.gate_init, self.gate_std)
-
-    def elementary_parameters(self) -> list[nn.Parameter]:
-        """``[weight_e, bias_e]`` (without the bias when ``bias=False``)."""
-        return [p for p in (self.weight_e, self.bias_e) if p is not None]
-
-    def response_parameters(self) -> list[nn.Parameter]:
-        """``[weight_h, bias_h, gate.weight]`` (without the bias when ``bias=False``)."""
-        return [p for p in (self.weight_h, self.bias_h) if p is not None] + [self.gate.weight]
+        self._reset_parameters(self.in_features)
 
     def forward(self, x: Tensor, hparams: Tensor) -> Tensor:
         """Apply the layer to ``x`` with per-example hyperparameters ``hparams`` (see the class docstring)."""
@@ -193,7 +220,7 @@ class StnLinear(StnModule):
         )
 
 
-class StnConv2d(StnModule):
+class StnConv2d(_StnWeightLayer):
     """STN 2-d convolution: output channels gated by λ, the gates broadcast over height and width.
 
     ``y = conv(x, W_e) + b_e + (Vλ) ⊙ conv(x, W_h) + (Cλ) ⊙ b_h`` with ``V, C`` of shape ``(out_ch, n)`` stored as
@@ -223,7 +250,7 @@ class StnConv2d(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels and out_channels must be divisible by groups={groups}")
         fk = {"device": device, "dtype": dtype}
@@ -234,38 +261,12 @@ class StnConv2d(StnModule):
         self.padding: tuple[int, int] | str = padding if isinstance(padding, str) else _pair(padding)
         self.dilation = _pair(dilation)
         self.groups = groups
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
-        shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self.weight_e = nn.Parameter(torch.empty(shape, **fk))
-        self.weight_h = nn.Parameter(torch.empty(shape, **fk))
-        if bias:
-            self.bias_e: nn.Parameter | None = nn.Parameter(torch.empty(out_channels, **fk))
-            self.bias_h: nn.Parameter | None = nn.Parameter(torch.empty(out_channels, **fk))
-        else:
-            self.register_parameter("bias_e", None)
-            self.register_parameter("bias_h", None)
-        self.gate = nn.Linear(n_hparams, (2 if bias else 1) * out_channels, bias=False, **fk)
+        self._make_parameters((out_channels, in_channels // groups, *self.kernel_size), out_channels, bias, fk)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """``W_e, b_e, W_h, b_h`` as ``nn.Conv2d.reset_parameters``; the gate map per ``gate_init``."""
-        fan_in = (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
-        for w in (self.weight_e, self.weight_h):
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
-        for b in (self.bias_e, self.bias_h):
-            if b is not None:
-                _uniform_bias_(b, fan_in)
-        self._init_gate(self.gate.weight, self.gate_init, self.gate_std)
-
-    def elementary_parameters(self) -> list[nn.Parameter]:
-        """``[weight_e, bias_e]`` (without the bias when ``bias=False``)."""
-        return [p for p in (self.weight_e, self.bias_e) if p is not None]
-
-    def response_parameters(self) -> list[nn.Parameter]:
-        """``[weight_h, bias_h, gate.weight]`` (without the bias when ``bias=False``)."""
-        return [p for p in (self.weight_h, self.bias_h) if p is not None] + [self.gate.weight]
+        self._reset_parameters((self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1])
 
     def _conv(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
@@ -315,13 +316,10 @@ class StnEmbedding(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.batch_first = batch_first
         self.weight_e = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **fk))
         self.weight_h = nn.Parameter(torch.empty(num_embeddings, embedding_dim, **fk))
@@ -508,13 +506,10 @@ class StnLSTM(StnModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        self._check_gate_init(gate_init, n_hparams)
+        self._set_gating(n_hparams, gate_init, gate_std)
         fk = {"device": device, "dtype": dtype}
         self.input_size = input_size
         self.hidden_size = hidden_size
-        self.n_hparams = n_hparams
-        self.gate_init: GateInit = gate_init
-        self.gate_std = gate_std
         self.fused = fused
         g4 = 4 * hidden_size
         self.weight_ih_e = nn.Parameter(torch.empty(g4, input_size, **fk))

@@ -51,7 +51,6 @@ Presets (the same for both networks except where noted):
 
 from __future__ import annotations
 
-import copy
 import math
 from functools import cached_property
 from typing import Any, ClassVar
@@ -62,7 +61,8 @@ import torch.nn.functional as F
 from hpobench_stn.budget import BudgetMeter
 from hpobench_stn.errors import UserError
 from hpobench_stn.space import Config, Float, Hyperparameter, Integer, Rate, SearchSpace
-from hpobench_stn.task import EpochReport, Preset, Task, Trial
+from hpobench_stn.task import Preset, Task
+from hpobench_stn.torch_trial import NonMonotonicRule, TorchTrial
 from tasks.cifar.augment import Augmenter
 from tasks.cifar.data import CifarSplits, load_full, load_slice, normalise
 from tasks.cifar.model import GatedNet, build_model
@@ -108,19 +108,29 @@ def vgg_space() -> SearchSpace:
     )
 
 
+class MultiplicativeDecay(NonMonotonicRule):
+    """The reference CIFAR code's learning-rate rule (see the module docstring): the learning rate multiplied by
+    ``factor`` (0.1) when :class:`~hpobench_stn.torch_trial.NonMonotonicRule` fires."""
+
+    def __init__(self, nonmono: int, factor: float = 0.1, history: list[float] | None = None) -> None:
+        super().__init__(nonmono, history)
+        self.factor = factor
+
+    def decayed(self, lr: float) -> float:
+        """``lr * factor``."""
+        return lr * self.factor
+
+
 def apply_lr_rule(
     optimizer: torch.optim.Optimizer, history: list[float], val_loss: float, nonmono: int, factor: float = 0.1
 ) -> None:
     """The reference's non-monotonic decay: if more than ``nonmono`` epochs were validated before and
     ``val_loss`` is worse than the best of all but the last ``nonmono`` of them, multiply the lr by ``factor``.
-    Appends ``val_loss`` to ``history``."""
-    if len(history) > nonmono and val_loss > min(history[:-nonmono]):
-        for group in optimizer.param_groups:
-            group["lr"] *= factor
-    history.append(val_loss)
+    Appends ``val_loss`` to ``history`` (:class:`MultiplicativeDecay` over a history the caller holds)."""
+    MultiplicativeDecay(nonmono, factor, history).step(optimizer, val_loss)
 
 
-class CifarTrial(Trial):
+class CifarTrial(TorchTrial):
     """One training of the network at a fixed configuration (the black-box door)."""
 
     task: CifarTask
@@ -132,14 +142,12 @@ class CifarTrial(Trial):
         self.noise = torch.Generator(device=task.device).manual_seed(seed)  # augmentation and dropout
         self.model = task.build_model(seed=seed).to(task.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=s["lr"], momentum=s["momentum"])
-        self.history: list[float] = []
-        self.best_state: dict[str, torch.Tensor] | None = None
+        self.decay = MultiplicativeDecay(s["nonmono"])
 
-    def train_epoch(self, meter: BudgetMeter) -> EpochReport:
-        """One epoch, its validation, then the learning-rate rule."""
-        report = super().train_epoch(meter)
-        apply_lr_rule(self.optimizer, self.history, report.val_loss, self.task.preset.settings["nonmono"])
-        return report
+    @property
+    def generators(self) -> dict[str, torch.Generator]:
+        """The minibatch-order generator and the augmentation and dropout one."""
+        return {"shuffle": self.shuffle, "noise": self.noise}
 
     def _train_one_epoch(self, meter: BudgetMeter) -> None:
         data, batch = self.task.data, self.task.batch_size
@@ -160,45 +168,8 @@ class CifarTrial(Trial):
         self.optimizer.step()
         return loss.detach()
 
-    def _evaluate(self, split: str, best: bool = False) -> dict[str, float]:
-        if not best or self.best_state is None:
-            return self.task.evaluate(self.model, split)
-        current = copy.deepcopy(self.model.state_dict())
-        self.model.load_state_dict(self.best_state)
-        try:
-            return self.task.evaluate(self.model, split)
-        finally:
-            self.model.load_state_dict(current)
-
-    def _remember_best(self) -> None:
-        self.best_state = copy.deepcopy(self.model.state_dict())
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimizer (with its learning rate), generators, epoch, lr-rule history, best checkpoint."""
-        return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "shuffle": self.shuffle.get_state(),
-            "noise": self.noise.get_state(),
-            "epoch": self.epoch,
-            "config": dict(self.config),
-            "history": list(self.history),
-            "best_state": copy.deepcopy(self.best_state),
-            "best_val_loss": self.best_val_loss,
-            "best_epoch": self.best_epoch,
-            "best_metrics": dict(self.best_metrics),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.shuffle.set_state(state["shuffle"])
-        self.noise.set_state(state["noise"])
-        self.epoch, self.config, self.history = state["epoch"], dict(state["config"]), list(state["history"])
-        self.best_state = copy.deepcopy(state["best_state"])
-        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
-        self.best_metrics = dict(state["best_metrics"])
+    def _evaluate_model(self, split: str) -> dict[str, float]:
+        return self.task.evaluate(self.model, split)
 
 
 def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset:
@@ -218,10 +189,7 @@ def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset
         "stn_warmup_epochs": 5,
         "stn_hyper_lr": 3e-3,
     }
-    unknown = set(settings) - set(base)
-    if unknown:
-        raise ValueError(f"unknown preset settings {unknown}")
-    return Preset(name, description, epochs, {**base, **settings})
+    return Preset.from_defaults(name, description, epochs, base, settings)
 
 
 class CifarTask(Task):
@@ -356,15 +324,10 @@ class CifarTask(Task):
             x, y = data.split(split)
             out[f"{split}_pixel_mean"] = float(x.sum(dtype=torch.int64)) / x.numel()
             out[f"{split}_label_mean"] = float(y.sum()) / y.numel()
-        probes = {
-            "default": self.space.default(),
-            "low": self.space.from_unit([0.0] * len(self.space)),
-            "high": self.space.from_unit([1.0] * len(self.space)),
-        }
         model = self.build_model(seed=0).to(self.device)
         x, y = data.train_x[:128], data.train_y[:128]
         with torch.no_grad():
-            for probe, config in probes.items():
+            for probe, config in self.probe_configs().items():
                 g = torch.Generator(device=self.device).manual_seed(0)
                 model.train()
                 logits = model(self.augmenter(x, config, g), None, [config[n] for n in DROPOUTS], g)

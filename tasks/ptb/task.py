@@ -60,7 +60,6 @@ Presets:
 
 from __future__ import annotations
 
-import copy
 import math
 from functools import cached_property
 from pathlib import Path
@@ -72,7 +71,8 @@ from torch import Tensor
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.errors import UserError
 from hpobench_stn.space import Config, Float, Rate, SearchSpace
-from hpobench_stn.task import EpochReport, Preset, Task, Trial
+from hpobench_stn.task import Preset, Task
+from hpobench_stn.torch_trial import NonMonotonicRule, TorchTrial
 from tasks.ptb import data as ptb_data
 from tasks.ptb.model import (
     HPARAMS,
@@ -127,24 +127,19 @@ def ptb_space() -> SearchSpace:
     return SearchSpace(hps)
 
 
-class NonMonotonicDecay:
-    """The reference code's learning-rate rule (see the module docstring); ``history`` is its whole state."""
+class NonMonotonicDecay(NonMonotonicRule):
+    """The reference PTB code's learning-rate rule (see the module docstring): the learning rate divided by
+    ``factor`` when :class:`~hpobench_stn.torch_trial.NonMonotonicRule` fires."""
 
     def __init__(self, nonmono: int, factor: float) -> None:
         if nonmono < 1 or factor <= 1:
             raise ValueError("nonmono must be at least 1 and the decay factor above 1")
-        self.nonmono = nonmono
+        super().__init__(nonmono)
         self.factor = factor
-        self.history: list[float] = []
 
-    def step(self, optimizer: torch.optim.Optimizer, val_loss: float) -> bool:
-        """Record this epoch's validation loss; divide the learning rate when the rule fires (returns whether)."""
-        decay = len(self.history) > self.nonmono and val_loss > min(self.history[: -self.nonmono])
-        if decay:
-            for group in optimizer.param_groups:
-                group["lr"] /= self.factor
-        self.history.append(val_loss)
-        return decay
+    def decayed(self, lr: float) -> float:
+        """``lr / factor``."""
+        return lr / self.factor
 
 
 def perplexity(loss: float) -> float:
@@ -152,7 +147,7 @@ def perplexity(loss: float) -> float:
     return math.exp(loss) if loss < 700 else math.inf
 
 
-class PtbTrial(Trial):
+class PtbTrial(TorchTrial):
     """One training of the fixed-hyperparameter language model (fused ``nn.LSTM``)."""
 
     task: PtbTask
@@ -165,7 +160,11 @@ class PtbTrial(Trial):
         self.params = list(self.model.parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=s["lr"])
         self.decay = NonMonotonicDecay(s["nonmono"], s["lr_decay"])
-        self.best_state: dict[str, Tensor] | None = None
+
+    @property
+    def generators(self) -> dict[str, torch.Generator]:
+        """The dropout-mask generator."""
+        return {"generator": self.generator}
 
     def values(self, batch: int) -> Tensor:
         """The configuration as a ``(batch, 7)`` tensor of regulariser values, one row per sequence."""
@@ -176,12 +175,6 @@ class PtbTrial(Trial):
     def lr(self) -> float:
         """The current learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
-
-    def train_epoch(self, meter: BudgetMeter) -> EpochReport:
-        """One epoch and its validation (see :meth:`Trial.train_epoch`), then the learning-rate rule."""
-        report = super().train_epoch(meter)
-        self.decay.step(self.optimizer, report.val_loss)
-        return report
 
     def train_windows(self, meter: BudgetMeter, limit: int | None = None) -> None:
         """Train on the epoch's windows in order (the first ``limit`` only, when given), from a zero state."""
@@ -215,44 +208,8 @@ class PtbTrial(Trial):
         loss = evaluate_stream(self.model, stream, self.task.preset.settings["bptt"], self.values(stream.shape[1]))
         return {"loss": loss, "perplexity": perplexity(loss)}
 
-    def _evaluate(self, split: str, best: bool = False) -> dict[str, float]:
-        if not best or self.best_state is None:
-            return self.evaluate_split(split)
-        current = copy.deepcopy(self.model.state_dict())
-        self.model.load_state_dict(self.best_state)
-        try:
-            return self.evaluate_split(split)
-        finally:
-            self.model.load_state_dict(current)
-
-    def _remember_best(self) -> None:
-        self.best_state = copy.deepcopy(self.model.state_dict())
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights, optimizer (learning rate included), mask generator, decay history, epoch, best checkpoint."""
-        return {
-            "model": copy.deepcopy(self.model.state_dict()),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "generator": self.generator.get_state(),
-            "history": list(self.decay.history),
-            "epoch": self.epoch,
-            "config": dict(self.config),
-            "best_state": copy.deepcopy(self.best_state),
-            "best_val_loss": self.best_val_loss,
-            "best_epoch": self.best_epoch,
-            "best_metrics": dict(self.best_metrics),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.decay.history = list(state["history"])
-        self.epoch, self.config = state["epoch"], dict(state["config"])
-        self.best_state = copy.deepcopy(state["best_state"])
-        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
-        self.best_metrics = dict(state["best_metrics"])
+    def _evaluate_model(self, split: str) -> dict[str, float]:
+        return self.evaluate_split(split)
 
 
 def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset:
@@ -273,10 +230,7 @@ def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset
         "signature_windows": 3,
         "signature_val_tokens": 10_000,
     }
-    unknown = set(settings) - set(base)
-    if unknown:
-        raise ValueError(f"unknown preset settings {sorted(unknown)}")
-    return Preset(name, description, epochs, {**base, **settings})
+    return Preset.from_defaults(name, description, epochs, base, settings)
 
 
 class PtbTask(Task):
@@ -416,12 +370,7 @@ class PtbTask(Task):
             "valid_id_mean": float(self.corpus.valid.double().mean()),
         }
         probe_stream = ptb_data.batchify(self.corpus.valid[: s["signature_val_tokens"]], s["eval_batch_size"])
-        probes = {
-            "default": self.space.default(),
-            "low": self.space.from_unit([0.0] * len(self.space)),
-            "high": self.space.from_unit([1.0] * len(self.space)),
-        }
-        for probe, config in probes.items():
+        for probe, config in self.probe_configs().items():
             trial = self.make_trial(config, seed=0)
             if probe == "default":
                 out["val_loss_init"] = trial.evaluate_split("val", probe_stream.to(self.torch_device))["loss"]

@@ -71,11 +71,7 @@ class QuadraticTrial(Trial):
             "velocity": self.velocity.clone(),
             "best_w": self.best_w.clone(),
             "generator": self.generator.get_state(),
-            "epoch": self.epoch,
-            "config": dict(self.config),
-            "best_val_loss": self.best_val_loss,
-            "best_epoch": self.best_epoch,
-            "best_metrics": dict(self.best_metrics),
+            **self._progress_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -86,9 +82,7 @@ class QuadraticTrial(Trial):
             state["best_w"].clone(),
         )
         self.generator.set_state(state["generator"])
-        self.epoch, self.config = state["epoch"], dict(state["config"])
-        self.best_val_loss, self.best_epoch = state["best_val_loss"], state["best_epoch"]
-        self.best_metrics = dict(state["best_metrics"])
+        self._load_progress_state(state)
 
 
 def _preset(name: str, description: str, epochs: int, **settings: Any) -> Preset:
