@@ -21,6 +21,7 @@ PBT: an exploited trial restores the donor's checkpoint and then trains with its
 ``config`` is what the trial object actually trained with). Tune never exploits a trial without a checkpoint, and
 every report here carries one. Each report's ``hparams`` is the configuration that trained that epoch: PBT's
 schedule, comparable with STN's. Each exploit is logged as an ``exploit`` event (trial, donor, new configuration).
+The population fills the run's budget, as STN's single model does (see :class:`PBT`).
 
 Ray is started embedded on 127.0.0.1 with ``num_cpus`` CPUs (default: all), each trial asking for
 ``cpus_per_trial``, unless this process is already connected to Ray: inside a run of a sweep on a cluster the
@@ -122,6 +123,10 @@ class RayTuneMethod(Method):
         """How many trials Tune may create (-1: until the budget ends)."""
         return -1
 
+    def trial_length(self, ctx: RunContext) -> int:
+        """The most epochs one trial trains: the task's trial length."""
+        return self.max_epochs
+
     def max_concurrent(self, cpus: float) -> int | None:
         """A limit on trials alive at once, given the CPUs available (None: only resources limit it). Schedulers
         that pause trials (HyperBand, synchronous PBT) must not be limited, or paused trials would block the rest.
@@ -185,7 +190,8 @@ class RayTuneMethod(Method):
         seconds_left = math.inf if budget.seconds is None else budget.seconds - meter.elapsed
         deadline = time.time() + min(seconds_left, 10 * 365 * 86400.0)
         ledger = ray.remote(num_cpus=0)(Ledger).remote(examples_left, deadline)
-        bridge = Bridge(ctx, ledger, self.space.names, self.max_epochs, self.schedule, scratch)
+        trial_length = self.trial_length(ctx)
+        bridge = Bridge(ctx, ledger, self.space.names, trial_length, self.schedule, scratch)
         LIVE[key] = bridge
         resources, cpus = self._resources()
         threads = max(1, int(resources["cpu"] or 1))
@@ -193,7 +199,7 @@ class RayTuneMethod(Method):
             train_trial,
             task=ctx.task,
             names=self.space.names,
-            max_epochs=self.max_epochs,
+            max_epochs=trial_length,
             ledger=ledger,
             threads=threads,
         )
@@ -317,12 +323,21 @@ class HyperBand(RayTuneMethod):
 class PBT(RayTuneMethod):
     """Population-based training (Jaderberg et al. 2017), synchronous: every ``perturbation_interval`` epochs the
     bottom quantile copies the checkpoint of a top-quantile trial and perturbs its configuration (x0.8 or x1.2,
-    or a fresh sample with probability ``resample_probability``), clipped into the bounds."""
+    or a fresh sample with probability ``resample_probability``), clipped into the bounds.
+
+    The population fills the run's budget, as STN's one model does: under an epoch budget, as many members of the
+    task's trial length as the budget pays for (2 to ``MAX_POPULATION``; when the cap binds, members train longer
+    so that the budget is spent); under a wall-clock-only budget, ``population`` members (default 4) that train
+    until the budget ends. ``population`` and ``member_epochs`` set either explicitly.
+    """
 
     name = "pbt"
     description = "Ray Tune PBT: a population that exploits checkpoints and explores configurations (a schedule)"
     schedule = True
     checkpoints_to_keep = None
+    MAX_POPULATION: ClassVar[int] = 32
+    WALL_CLOCK_POPULATION: ClassVar[int] = 4
+    UNTIL_BUDGET_ENDS: ClassVar[int] = 2**31 - 1
 
     def __init__(
         self,
@@ -330,6 +345,7 @@ class PBT(RayTuneMethod):
         seed: int,
         max_epochs: int,
         population: int | None = None,
+        member_epochs: int | None = None,
         perturbation_interval: int = 2,
         quantile_fraction: float = 0.25,
         resample_probability: float = 0.25,
@@ -340,33 +356,47 @@ class PBT(RayTuneMethod):
         super().__init__(space, seed, max_epochs, num_cpus, cpus_per_trial, gpus_per_trial)
         if population is not None and population < 2:
             raise ValueError("population must be at least 2")
+        if member_epochs is not None and member_epochs < 1:
+            raise ValueError("member_epochs must be at least 1")
         if perturbation_interval < 1:
             raise ValueError("perturbation_interval must be at least 1 epoch")
         if not 0 < quantile_fraction <= 0.5:
             raise ValueError("quantile_fraction must be in (0, 0.5]")
         self.population = population
+        self.member_epochs = member_epochs
         self.perturbation_interval = perturbation_interval
         self.quantile_fraction = quantile_fraction
         self.resample_probability = resample_probability
 
     def scheduler_settings(self) -> dict[str, Any]:
-        """Population, perturbation interval, quantile, resampling probability."""
+        """Population, member length, perturbation interval, quantile, resampling probability (as given)."""
         return {
             "population": self.population,
+            "member_epochs": self.member_epochs,
             "perturbation_interval": self.perturbation_interval,
             "quantile_fraction": self.quantile_fraction,
             "resample_probability": self.resample_probability,
         }
 
     def num_samples(self, ctx: RunContext) -> int:
-        """The population: as given, else as many full-length members as the epoch budget pays for (2 to 16;
-        4 under a wall-clock-only budget)."""
+        """The population: as given; else, under an epoch budget, as many trial-length members as it pays for
+        (2 to ``MAX_POPULATION``); under a wall-clock-only budget, ``WALL_CLOCK_POPULATION``."""
         if self.population is not None:
             return self.population
         epochs = ctx.meter.budget.epochs
         if epochs is None:
-            return 4
-        return int(min(max(epochs // self.max_epochs, 2), 16))
+            return self.WALL_CLOCK_POPULATION
+        return int(min(max(epochs // self.max_epochs, 2), self.MAX_POPULATION))
+
+    def trial_length(self, ctx: RunContext) -> int:
+        """Epochs per member: as given; else, under an epoch budget, the task's trial length or the budget's
+        share per member if that is longer; under a wall-clock-only budget, until the budget ends."""
+        if self.member_epochs is not None:
+            return self.member_epochs
+        epochs = ctx.meter.budget.epochs
+        if epochs is None:
+            return self.UNTIL_BUDGET_ENDS
+        return max(self.max_epochs, int(epochs // self.num_samples(ctx)))
 
     def make_scheduler(self, ctx: RunContext) -> Any:
         """Tune's PopulationBasedTraining on epochs, synchronous, explored configurations clipped to the space."""

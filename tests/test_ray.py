@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from baselines.ray_trainable import Ledger, resume_trial
-from baselines.ray_tune import clip_to_space, ray_search_space
+from baselines.ray_tune import PBT, clip_to_space, ray_search_space
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.cli import main
 from hpobench_stn.harness import RunSpec, execute
@@ -110,6 +111,25 @@ def test_ray_search_space_comes_from_the_space():
 def test_clip_to_space_keeps_pbt_perturbations_inside():
     clipped = clip_to_space(SPACE, {"lr": 1.2, "wd": -0.01, "dropout": 0.5, "holes": 5, "_seed": 7})
     assert clipped == {"lr": 1.0, "wd": 0.0, "dropout": 0.5, "holes": 4, "_seed": 7}
+
+
+@pytest.mark.parametrize(
+    ("budget", "args", "population", "member_epochs"),
+    [
+        (Budget(epochs=100), {}, 5, 20),  # as many trial-length members as the budget pays for
+        (Budget(epochs=30), {}, 2, 20),  # at least two
+        (Budget(epochs=400), {}, 20, 20),
+        (Budget(epochs=2000), {}, 32, 62),  # the cap binds: members train longer, so the budget is spent
+        (Budget(seconds=600), {}, 4, PBT.UNTIL_BUDGET_ENDS),  # wall-clock: a population that trains to the end
+        (Budget(seconds=600, epochs=100), {}, 5, 20),
+        (Budget(epochs=100), {"population": 2}, 2, 50),
+        (Budget(seconds=600), {"population": 8, "member_epochs": 30}, 8, 30),
+    ],
+)
+def test_pbt_population_fills_the_budget(budget, args, population, member_epochs):
+    pbt = PBT(SPACE, seed=0, max_epochs=20, **args)
+    ctx = SimpleNamespace(meter=BudgetMeter(budget, train_size=100))
+    assert (pbt.num_samples(ctx), pbt.trial_length(ctx)) == (population, member_epochs)
 
 
 def test_ledger_never_grants_more_than_the_budget():
@@ -274,6 +294,17 @@ def test_pbt_exploits_and_trains_with_the_perturbed_configuration(tmp_path, embe
             else:
                 resampled += 1
     assert perturbed > resampled  # PBT's explore: x0.8 or x1.2, resampling with probability 0.25
+
+
+@pytest.mark.slow
+def test_pbt_members_train_until_a_wall_clock_budget_ends(tmp_path, embedded_ray):
+    spec = RunSpec("quadratic", "pbt", seed=0, budget="15s", out=tmp_path, method_args={"population": 2})
+    summary = execute(spec, progress=False)
+    assert summary["status"] == "completed" and summary["stop_reason"] == "budget", summary
+    assert summary["seconds"] >= 15 and summary["trials"] == 2
+    reports = [e for e in read_events(spec.path) if e["event"] == "report"]
+    assert max(e["epoch"] for e in reports) > QuadraticTask("tiny").max_epochs  # past one trial's length
+    assert summary["trials_by_status"] == {"cut": 2}, summary
 
 
 @pytest.mark.slow
