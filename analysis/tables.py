@@ -164,20 +164,24 @@ def _run_tail(path: str) -> tuple[str, ...]:
 
 
 def replay_table(runs: pd.DataFrame) -> str:
-    """The schedule ablation: per source run, the STN run itself against fixed-configuration trainings that
-    replay its schedule (``replay`` mode ``schedule``) or hold its final or best-checkpoint values (Markdown;
-    validation / test loss of each run's incumbent, mean over the replay run's seeds)."""
+    """The schedule ablation: per source run and replay length, the STN run itself against fixed-configuration
+    trainings that replay its schedule (``replay`` mode ``schedule``) or hold its final or best-checkpoint values
+    (Markdown; validation / test loss of each run's incumbent, mean over the replay run's seeds). Replays of
+    different lengths (``epochs``) are separate rows, never pooled."""
     if "settings.schedule" not in runs:
         return "no replay runs\n"
     replays = runs[runs["method_name"] == "replay"]
-    header = "| source run | source val / test | schedule replayed | final value fixed | best value fixed |"
-    lines = [header, "| --- | --- | --- | --- | --- |"]
+    header = (
+        "| source run | source val / test | replay epochs | schedule replayed | final value fixed | best value fixed |"
+    )
+    lines = [header, "| --- | --- | --- | --- | --- | --- |"]
     tails = runs["path"].map(_run_tail)
-    for source, group in replays.groupby("settings.schedule", sort=True):
+    for (source, epochs), group in replays.groupby(["settings.schedule", "settings.epochs"], sort=True):
         origin = runs[tails == _run_tail(source)]  # by task/preset/method/budget/seed: folders move between machines
         name = Path(source).relative_to(Path(source).parents[4]) if len(Path(source).parents) > 4 else source
         cells = [
-            f"{_number(origin['val_loss'].iloc[0])} / {_number(origin['test_loss'].iloc[0])}" if len(origin) else "–"
+            f"{_number(origin['val_loss'].iloc[0])} / {_number(origin['test_loss'].iloc[0])}" if len(origin) else "–",
+            str(int(epochs)),
         ]
         for mode in ("schedule", "final", "best"):
             hit = group[group["settings.mode"] == mode]

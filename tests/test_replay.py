@@ -74,6 +74,14 @@ def test_replay_table_compares_the_three(stn_run):
     assert "quadratic/tiny/stn" in table and table.count("\n") == 3
     source_cell = table.splitlines()[2].split("|")[2]
     assert "/" in source_cell and "–" not in source_cell  # the STN run's own val / test losses
+    longer = RunSpec(
+        "quadratic", "replay", seed=1, budget="200ep", out=out, method_args={"schedule": str(source), "epochs": 20}
+    )
+    execute(longer, progress=False)
+    rows = replay_table(load_runs([out])).splitlines()[2:]
+    assert [row.split("|")[3].strip() for row in rows] == ["10", "20"]  # replay lengths are rows, never pooled
+    assert rows[0] == table.splitlines()[2] and rows[1].split("|")[5].strip() == "–"  # only "schedule" at 20
+    table = replay_table(load_runs([out]))
     moved = Path(out).parent / "moved-elsewhere"
     shutil.copytree(out, moved)  # run folders copied to another machine or folder: still matched
     assert replay_table(load_runs([moved])) == table
