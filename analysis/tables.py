@@ -176,9 +176,11 @@ def replay_table(runs: pd.DataFrame) -> str:
     )
     lines = [header, "| --- | --- | --- | --- | --- | --- |"]
     tails = runs["path"].map(_run_tail)
-    for (source, epochs), group in replays.groupby(["settings.schedule", "settings.epochs"], sort=True):
-        origin = runs[tails == _run_tail(source)]  # by task/preset/method/budget/seed: folders move between machines
-        name = Path(source).relative_to(Path(source).parents[4]) if len(Path(source).parents) > 4 else source
+    # sources by task/preset/method/budget/seed, not by path: folders move between machines
+    replays = replays.assign(source=replays["settings.schedule"].map(_run_tail))
+    for (source, epochs), group in replays.groupby(["source", "settings.epochs"], sort=True):
+        origin = runs[tails == source]
+        name = "/".join(source)
         cells = [
             f"{_number(origin['val_loss'].iloc[0])} / {_number(origin['test_loss'].iloc[0])}" if len(origin) else "–",
             str(int(epochs)),

@@ -1,5 +1,6 @@
 """Schedule replay: fixed-configuration training that follows, or freezes, a stored STN schedule."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -78,6 +79,15 @@ def test_replay_table_compares_the_three(stn_run):
         "quadratic", "replay", seed=1, budget="200ep", out=out, method_args={"schedule": str(source), "epochs": 20}
     )
     execute(longer, progress=False)
+    elsewhere = RunSpec(  # the same source named by a relative path: still the same row
+        "quadratic",
+        "replay",
+        seed=2,
+        budget="200ep",
+        out=out,
+        method_args={"schedule": os.path.relpath(source), "epochs": 20},
+    )
+    execute(elsewhere, progress=False)
     rows = replay_table(load_runs([out])).splitlines()[2:]
     assert [row.split("|")[3].strip() for row in rows] == ["10", "20"]  # replay lengths are rows, never pooled
     assert rows[0] == table.splitlines()[2] and rows[1].split("|")[5].strip() == "–"  # only "schedule" at 20
