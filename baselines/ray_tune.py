@@ -328,7 +328,9 @@ class PBT(RayTuneMethod):
     The population fills the run's budget, as STN's one model does: under an epoch budget, as many members of the
     task's trial length as the budget pays for (2 to ``MAX_POPULATION``; when the cap binds, members train longer
     so that the budget is spent); under a wall-clock-only budget, ``population`` members (default 4) that train
-    until the budget ends. ``population`` and ``member_epochs`` set either explicitly.
+    until the budget ends. ``population`` and ``member_epochs`` set either explicitly. A task whose trials anneal
+    over the trial length (the quadratic task's cosine learning rate) restarts its annealing in a longer member;
+    ``member_epochs`` equal to the trial length keeps members to one cycle.
     """
 
     name = "pbt"
