@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from hpobench_stn.optimizer import Optimizer, SearchExhausted
+from hpobench_stn.settings import MethodSettings, setting
 from hpobench_stn.space import Config, SearchSpace
 
 
@@ -18,6 +20,14 @@ def _coprime_stride(size: int) -> int:
     return stride
 
 
+@dataclass(frozen=True)
+class GridSettings(MethodSettings):
+    """Points per hyperparameter and the order they are visited in."""
+
+    resolution: int = setting(3, low=1, help="grid points per hyperparameter")
+    order: str = setting("shuffled", choices=("shuffled", "lexicographic"), help="visiting order")
+
+
 class GridSearch(Optimizer):
     """A grid with ``resolution`` points per hyperparameter.
 
@@ -28,20 +38,14 @@ class GridSearch(Optimizer):
 
     name = "grid"
     description = "grid search: full-length trials on a regular grid, fixed order"
+    Settings = GridSettings
+    options: GridSettings
 
-    def __init__(
-        self, space: SearchSpace, seed: int, max_epochs: int, resolution: int = 3, order: str = "shuffled"
-    ) -> None:
-        super().__init__(space, seed, max_epochs)
-        if resolution < 1:
-            raise ValueError("resolution must be at least 1")
-        if order not in ("shuffled", "lexicographic"):
-            raise ValueError("order must be 'shuffled' or 'lexicographic'")
-        self.resolution = resolution
-        self.order = order
-        self._axes = [hp.grid_values(resolution) for hp in space]
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
+        self._axes = [hp.grid_values(self.options.resolution) for hp in space]
         self._size = math.prod(len(a) for a in self._axes)
-        self._stride = _coprime_stride(self._size) if order == "shuffled" else 1
+        self._stride = _coprime_stride(self._size) if self.options.order == "shuffled" else 1
 
     def _point(self, index: int) -> Config:
         config: Config = {}
@@ -57,6 +61,7 @@ class GridSearch(Optimizer):
         index = (trial_id * self._stride) % self._size
         return self._point(index)
 
-    def settings(self) -> dict[str, Any]:
-        """Resolution, order and grid size."""
-        return {"resolution": self.resolution, "order": self.order, "grid_size": self._size}
+    @property
+    def size(self) -> int:
+        """The number of grid points."""
+        return self._size

@@ -20,17 +20,20 @@ from __future__ import annotations
 import math
 import warnings
 from abc import abstractmethod
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from hpobench_stn.optimizer import Optimizer, Outcome
+from hpobench_stn.settings import MethodSettings, setting
 from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.status import TrialStatus
 
 if TYPE_CHECKING:
     import optuna
 
-    from hpobench_stn.harness import RunContext
+    from hpobench_stn.run_context import RunContext
 
 TRIAL_ATTR = "hpobench_trial"
 
@@ -49,27 +52,41 @@ def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
     return dists
 
 
+@dataclass(frozen=True)
+class OptunaSettings(MethodSettings):
+    """What every Optuna sampler takes: its random start and where the study is kept."""
+
+    n_startup_trials: int = setting(10, low=0, help="random trials before the sampler's model is used")
+    persist: bool = setting(False, help="keep the study in optuna.db in the run folder (resumes it)")
+    storage: str | None = setting(None, help="an Optuna storage URL instead of optuna.db (implies persist)")
+
+
+@dataclass(frozen=True)
+class TpeSettings(OptunaSettings):
+    """TPE's settings."""
+
+    multivariate: bool = setting(False, help="model the hyperparameters jointly")
+
+
+@dataclass(frozen=True)
+class CmaEsSettings(OptunaSettings):
+    """CMA-ES's settings (one random start: CMA-ES has its own initial distribution)."""
+
+    n_startup_trials: int = setting(1, low=0, help="random trials before CMA-ES starts")
+    popsize: int | None = setting(None, low=2, help="population size (default: CMA-ES's rule)")
+
+
 class OptunaSearch(Optimizer):
     """Base class: an Optuna study driven by ask/tell; subclasses choose the sampler."""
 
     name: ClassVar[str] = "optuna"
     description: ClassVar[str] = "Optuna sampler"
+    Settings: ClassVar[type[MethodSettings]] = OptunaSettings
+    options: OptunaSettings
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        n_startup_trials: int = 10,
-        persist: bool = False,
-        storage: str | None = None,
-    ) -> None:
-        super().__init__(space, seed, max_epochs)
-        if n_startup_trials < 0:
-            raise ValueError("n_startup_trials must be non-negative")
-        self.n_startup_trials = n_startup_trials
-        self.persist = bool(persist or storage)
-        self.storage = storage
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
+        self.persist = bool(self.options.persist or self.options.storage)
         self._dists = optuna_distributions(space)
         self._study: optuna.Study | None = None
         self._numbers: dict[int, int] = {}  # our trial id -> Optuna trial number
@@ -115,7 +132,7 @@ class OptunaSearch(Optimizer):
     def run(self, ctx: RunContext) -> None:
         """Open the persistent study when asked to, then run the harness's ask/tell loop."""
         if self.persist:
-            url = self.storage or f"sqlite:///{(ctx.store.path / 'optuna.db').resolve()}"
+            url = self.options.storage or f"sqlite:///{(ctx.store.path / 'optuna.db').resolve()}"
             name = "/".join(ctx.store.path.parts[-5:])
             with ctx.meter.paused():
                 self.open_study(url, name)
@@ -148,18 +165,18 @@ class OptunaSearch(Optimizer):
         from optuna.trial import TrialState
 
         stored = self._stored(trial_id)
-        if stored is None or stored.state.is_finished() or outcome.status == "cut":
+        if stored is None or stored.state.is_finished() or outcome.status == TrialStatus.CUT:
             return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if outcome.status == "ok" and outcome.value is not None and math.isfinite(outcome.value):
+            if outcome.ok and outcome.value is not None and math.isfinite(outcome.value):
                 self.study.tell(stored.number, outcome.value)
             else:
                 self.study.tell(stored.number, state=TrialState.FAIL)
 
     def settings(self) -> dict[str, Any]:
-        """Startup trials and persistence."""
-        return {"n_startup_trials": self.n_startup_trials, "persist": self.persist, "storage": self.storage}
+        """The settings, ``persist`` true whenever a storage is given."""
+        return {**super().settings(), "persist": self.persist}
 
 
 class TPESearch(OptunaSearch):
@@ -167,31 +184,16 @@ class TPESearch(OptunaSearch):
 
     name = "tpe"
     description = "Optuna TPE (tree-structured Parzen estimator), full-length trials by ask/tell"
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        n_startup_trials: int = 10,
-        multivariate: bool = False,
-        persist: bool = False,
-        storage: str | None = None,
-    ) -> None:
-        super().__init__(space, seed, max_epochs, n_startup_trials, persist, storage)
-        self.multivariate = multivariate
+    Settings = TpeSettings
+    options: TpeSettings
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """A seeded TPE sampler."""
         import optuna
 
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=self.n_startup_trials, multivariate=self.multivariate
+            seed=seed, n_startup_trials=self.options.n_startup_trials, multivariate=self.options.multivariate
         )
-
-    def settings(self) -> dict[str, Any]:
-        """Startup trials, multivariate, persistence."""
-        return {**super().settings(), "multivariate": self.multivariate}
 
 
 class GPSearch(OptunaSearch):
@@ -204,7 +206,7 @@ class GPSearch(OptunaSearch):
         """A seeded GP sampler."""
         import optuna
 
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.options.n_startup_trials)
 
 
 class CmaEsSearch(OptunaSearch):
@@ -212,30 +214,16 @@ class CmaEsSearch(OptunaSearch):
 
     name = "cmaes"
     description = "Optuna CMA-ES sampler (cmaes package), full-length trials by ask/tell"
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        n_startup_trials: int = 1,
-        popsize: int | None = None,
-        persist: bool = False,
-        storage: str | None = None,
-    ) -> None:
-        super().__init__(space, seed, max_epochs, n_startup_trials, persist, storage)
-        if popsize is not None and popsize < 2:
-            raise ValueError("popsize must be at least 2")
-        self.popsize = popsize
+    Settings = CmaEsSettings
+    options: CmaEsSettings
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         """A seeded CMA-ES sampler."""
         import optuna
 
         return optuna.samplers.CmaEsSampler(
-            seed=seed, n_startup_trials=self.n_startup_trials, popsize=self.popsize, warn_independent_sampling=False
+            seed=seed,
+            n_startup_trials=self.options.n_startup_trials,
+            popsize=self.options.popsize,
+            warn_independent_sampling=False,
         )
-
-    def settings(self) -> dict[str, Any]:
-        """Startup trials, population size, persistence."""
-        return {**super().settings(), "popsize": self.popsize}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from hpobench_stn.optimizer import Optimizer
 from hpobench_stn.space import Config
 
@@ -17,7 +15,3 @@ class RandomSearch(Optimizer):
     def ask(self, trial_id: int) -> Config:
         """A fresh uniform sample."""
         return self.space.sample(self.rng)
-
-    def settings(self) -> dict[str, Any]:
-        """No settings."""
-        return {}

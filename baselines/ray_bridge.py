@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Callback, Stopper
 
 from baselines.ray_trainable import REPORT_KEY, SEED_KEY, TIME_ATTR, load_state, resume_trial
+from hpobench_stn.status import TrialStatus
 from hpobench_stn.task import EpochReport
 
 if TYPE_CHECKING:
-    from hpobench_stn.harness import RunContext
+    from hpobench_stn.run_context import RunContext
     from hpobench_stn.space import Config
 
 LEDGER_POLL_SECONDS = 0.2
@@ -166,15 +167,15 @@ class Bridge:
         last = self.last.get(tune_id) or {}
         error = error or last.get("failed")
         if error:
-            status = "failed"
+            status = TrialStatus.FAILED
         elif last and not math.isfinite(_float(last["val_loss"])):
-            status = "diverged"
+            status = TrialStatus.DIVERGED
         elif last and last[TIME_ATTR] >= self.max_epochs:
-            status = "completed"
+            status = TrialStatus.COMPLETED
         elif self.ctx.meter.exhausted or self.dry(fresh=True):
-            status = "cut"
+            status = TrialStatus.CUT
         else:
-            status = "stopped"
+            status = TrialStatus.STOPPED
         test = None
         inc = self.ctx.incumbent
         if inc is not None and inc.trial == tid and self.incumbent_checkpoint is not None:

@@ -2,10 +2,11 @@
 ``ray.tune.report``) and the ledger actor that keeps all trials together within the run's budget.
 
 Every epoch the trainable asks the ledger for one epoch of examples and the wall-clock left, trains under a local
-:class:`~hpobench_stn.budget.BudgetMeter` with that grant, refunds what it did not use, and reports the validation loss
-with a checkpoint (the trial's ``state_dict`` and the Tune trial id that wrote it). An exception inside the task is
-reported as a ``failed`` result (the driver's stopper then ends the trial), so Tune itself only sees errors of the
-infrastructure. When the budget is spent the trainable waits for the driver to end the experiment.
+:class:`~hpobench_stn.budget.BudgetMeter` with that grant (:class:`EpochGrants`), refunds what it did not use, and
+reports the validation loss with a checkpoint (the trial's ``state_dict`` and the Tune trial id that wrote it). An
+exception inside the task is reported as a ``failed`` result (the driver's stopper then ends the trial), so Tune
+itself only sees errors of the infrastructure. When the budget is spent the trainable waits for the driver to end the
+experiment.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
 
 if TYPE_CHECKING:
     from hpobench_stn.space import Config
-    from hpobench_stn.task import Task, Trial
+    from hpobench_stn.task import EpochReport, Task, Trial
 
 METRIC = "objective"  # the validation loss as Tune sees it (non-finite values replaced by a huge number)
 TIME_ATTR = "epoch"
@@ -140,13 +141,59 @@ def _failure(exc: BaseException, epoch: int, examples: int) -> dict[str, Any]:
     }
 
 
+class EpochGrants:
+    """The meter a Ray trial trains under: before each epoch (:meth:`open`) a grant of at most one epoch of
+    examples and the wall-clock left, from the run's ledger; minibatches are charged against the open grant."""
+
+    def __init__(self, ledger: Any, trial: str, train_size: int) -> None:
+        self.ledger = ledger
+        self.trial = trial
+        self.train_size = train_size
+        self.granted = 0
+        self.meter: BudgetMeter | None = None
+
+    def open(self, _trial: Trial) -> None:
+        """Take the next epoch's grant; raise :class:`BudgetExhausted` when the ledger grants nothing."""
+        import ray
+
+        self.granted, seconds = ray.get(self.ledger.grant.remote(self.trial, self.train_size))
+        self.meter = None
+        if self.granted <= 0:
+            raise BudgetExhausted
+        budget = Budget(seconds=max(seconds, 1e-9), epochs=self.granted / self.train_size)
+        self.meter = BudgetMeter(budget, self.train_size)
+
+    @property
+    def used(self) -> int:
+        """Examples the open grant has paid for."""
+        return 0 if self.meter is None else self.meter.examples
+
+    def charge(self, examples: int, cost: float = 1.0) -> None:
+        """Charge a minibatch against the open grant."""
+        assert self.meter is not None
+        self.meter.charge(examples, cost)
+
+    def refund(self) -> None:
+        """Give the part of the grant the epoch did not use back to the ledger (once)."""
+        self.ledger.refund.remote(self.trial, self.granted - self.used)
+        self.granted = self.used
+
+    def cut(self) -> None:
+        """Settle an epoch the budget cut (nothing to settle when no grant was open)."""
+        if self.meter is not None:
+            self.ledger.cut.remote(self.trial, self.granted, self.used)
+
+
 def train_trial(
     config: dict[str, Any], task: Task, names: list[str], max_epochs: int, ledger: Any, threads: int
 ) -> None:
-    """The Ray Tune trainable: one configuration trained epoch by epoch through the black-box door."""
-    import ray
+    """The Ray Tune trainable: one configuration trained epoch by epoch through the black-box door (the one trial
+    runner's epoch loop), each epoch reported to Tune with a checkpoint."""
     import torch
     from ray import tune
+
+    from hpobench_stn.status import TrialStatus
+    from hpobench_stn.trial_runner import train_epochs
 
     torch.set_num_threads(max(1, threads))
     me = tune.get_context().get_trial_id()
@@ -161,30 +208,18 @@ def train_trial(
     except Exception as exc:
         tune.report(_failure(exc, 0, 0))
         return
+    grants = EpochGrants(ledger, me, task.train_size)
     restored_from = None if saved is None else saved["trial"]
-    while trial.epoch < max_epochs:
-        granted, seconds = ray.get(ledger.grant.remote(me, task.train_size))
-        if granted <= 0:
-            _park(ledger)
-            return
-        meter = BudgetMeter(Budget(seconds=max(seconds, 1e-9), epochs=granted / task.train_size), task.train_size)
-        try:
-            report = trial.train_epoch(meter)
-        except BudgetExhausted:
-            ledger.cut.remote(me, granted, meter.examples)
-            _park(ledger)
-            return
-        except Exception as exc:
-            ledger.refund.remote(me, granted - meter.examples)
-            tune.report(_failure(exc, trial.epoch, meter.examples))
-            return
-        ledger.refund.remote(me, granted - meter.examples)
+
+    def report_to_tune(report: EpochReport) -> None:
+        nonlocal restored_from
+        grants.refund()
         metrics = {
             REPORT_KEY: uuid.uuid4().hex,
             METRIC: report.val_loss if math.isfinite(report.val_loss) else HUGE,
             "val_loss": report.val_loss,
             TIME_ATTR: trial.epoch,
-            "examples": meter.examples,
+            "examples": grants.used,
             "val_metrics": dict(report.metrics),
             "trained_config": dict(trial.config),
             "restored_from": restored_from,
@@ -193,5 +228,11 @@ def train_trial(
             torch.save({"state": trial.state_dict(), "trial": me}, Path(folder) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         restored_from = None
-        if report.diverged:
-            return
+
+    end = train_epochs(trial, grants, max_epochs, report_to_tune, before_epoch=grants.open)
+    if end.status == TrialStatus.CUT:
+        grants.cut()
+        _park(ledger)
+    elif end.status == TrialStatus.FAILED:
+        grants.refund()
+        tune.report(_failure(end.exception or RuntimeError(end.error), trial.epoch, grants.used))

@@ -40,6 +40,7 @@ import shutil
 import time
 import uuid
 from abc import abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,10 +48,11 @@ import numpy as np
 
 from baselines.ray_trainable import METRIC, SEED_KEY, TIME_ATTR, Ledger, train_trial
 from hpobench_stn.optimizer import Method
+from hpobench_stn.settings import MethodSettings, setting
 from hpobench_stn.space import SearchSpace
 
 if TYPE_CHECKING:
-    from hpobench_stn.harness import RunContext
+    from hpobench_stn.run_context import RunContext
 
 
 def ray_search_space(space: SearchSpace) -> dict[str, Any]:
@@ -76,6 +78,41 @@ def clip_to_space(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class RayTuneSettings(MethodSettings):
+    """The resources of the embedded Ray and of each trial."""
+
+    num_cpus: int | None = setting(None, low=1, help="CPUs of the embedded Ray (default: all)")
+    cpus_per_trial: float = setting(1.0, low=0, help="CPUs each trial asks for")
+    gpus_per_trial: float = setting(0.0, low=0, help="GPUs each trial asks for")
+
+
+@dataclass(frozen=True)
+class AshaSettings(RayTuneSettings):
+    """Successive halving's first rung and its reduction factor."""
+
+    grace_period: int = setting(1, low=1, help="epochs before the first stop decision (at most the trial length)")
+    reduction_factor: float = setting(3.0, low=1, low_open=True, help="keep 1/reduction_factor at each rung")
+
+
+@dataclass(frozen=True)
+class HyperBandSettings(RayTuneSettings):
+    """HyperBand's reduction factor."""
+
+    reduction_factor: float = setting(3.0, low=1, low_open=True, help="keep 1/reduction_factor at each rung")
+
+
+@dataclass(frozen=True)
+class PbtSettings(RayTuneSettings):
+    """The population, its members' length, and how members exploit and explore."""
+
+    population: int | None = setting(None, low=2, help="members (default: fill the budget)")
+    member_epochs: int | None = setting(None, low=1, help="epochs per member (default: fill the budget)")
+    perturbation_interval: int = setting(2, low=1, help="epochs between exploit/explore steps")
+    quantile_fraction: float = setting(0.25, low=0, high=0.5, low_open=True, help="bottom share that exploits")
+    resample_probability: float = setting(0.25, low=0, high=1, help="chance of a fresh sample when exploring")
+
+
 class RayTuneMethod(Method):
     """Base class: the black-box door as a Ray Tune trainable under a scheduler, within the run's budget."""
 
@@ -83,37 +120,8 @@ class RayTuneMethod(Method):
     description: ClassVar[str] = "Ray Tune"
     schedule: ClassVar[bool] = False  # record each report's configuration as the schedule (PBT)
     checkpoints_to_keep: ClassVar[int | None] = 2  # per trial; PBT keeps all (a donor's may be needed any time)
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        num_cpus: int | None = None,
-        cpus_per_trial: float = 1.0,
-        gpus_per_trial: float = 0.0,
-    ) -> None:
-        super().__init__(space, seed, max_epochs)
-        if num_cpus is not None and num_cpus < 1:
-            raise ValueError("num_cpus must be at least 1")
-        if cpus_per_trial < 0 or gpus_per_trial < 0:
-            raise ValueError("cpus_per_trial and gpus_per_trial cannot be negative")
-        self.num_cpus = num_cpus
-        self.cpus_per_trial = cpus_per_trial
-        self.gpus_per_trial = gpus_per_trial
-
-    def settings(self) -> dict[str, Any]:
-        """Resources and the scheduler's settings."""
-        return {
-            "num_cpus": self.num_cpus,
-            "cpus_per_trial": self.cpus_per_trial,
-            "gpus_per_trial": self.gpus_per_trial,
-            **self.scheduler_settings(),
-        }
-
-    def scheduler_settings(self) -> dict[str, Any]:
-        """The scheduler's settings (stored with the run)."""
-        return {}
+    Settings: ClassVar[type[MethodSettings]] = RayTuneSettings
+    options: RayTuneSettings
 
     @abstractmethod
     def make_scheduler(self, ctx: RunContext) -> Any:
@@ -137,7 +145,7 @@ class RayTuneMethod(Method):
         """Start (or join) Ray, run the Tune experiment under the run's budget, shut down what was started."""
         from hpobench_stn.ray_cluster import init_ray, shutdown_ray, temporary_environ
 
-        num_cpus = self.num_cpus or os.cpu_count() or 1
+        num_cpus = self.options.num_cpus or os.cpu_count() or 1
         with temporary_environ(RAY_CHDIR_TO_TRIAL_DIR="0"), ctx.meter.paused():
             started = init_ray("local", num_cpus=num_cpus)
         if ctx.task.data_dir is not None:
@@ -172,9 +180,9 @@ class RayTuneMethod(Method):
         context = ray.get_runtime_context()
         if context.worker.mode == ray.WORKER_MODE:
             cpus = max(1.0, context.get_assigned_resources().get("CPU", 1.0))
-            return {"cpu": 0, "gpu": self.gpus_per_trial, "memory": 1}, cpus  # Tune wants a non-empty request
+            return {"cpu": 0, "gpu": self.options.gpus_per_trial, "memory": 1}, cpus  # Tune wants a non-empty request
         cpus = ray.cluster_resources().get("CPU", 1.0)
-        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}, cpus
+        return {"cpu": self.options.cpus_per_trial, "gpu": self.options.gpus_per_trial}, cpus
 
     def _fit(self, ctx: RunContext, key: str, scratch: Path) -> None:
         import ray
@@ -247,33 +255,18 @@ class ASHA(RayTuneMethod):
 
     name = "asha"
     description = "Ray Tune ASHA: asynchronous successive halving, most trials stopped early"
+    Settings = AshaSettings
+    options: AshaSettings
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        grace_period: int = 1,
-        reduction_factor: float = 3.0,
-        num_cpus: int | None = None,
-        cpus_per_trial: float = 1.0,
-        gpus_per_trial: float = 0.0,
-    ) -> None:
-        super().__init__(space, seed, max_epochs, num_cpus, cpus_per_trial, gpus_per_trial)
-        if not 1 <= grace_period <= max_epochs:
-            raise ValueError(f"grace_period must be between 1 and the trial length {max_epochs}")
-        if reduction_factor <= 1:
-            raise ValueError("reduction_factor must be above 1")
-        self.grace_period = grace_period
-        self.reduction_factor = reduction_factor
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
+        if self.options.grace_period > max_epochs:
+            raise ValueError(f"grace_period={self.options.grace_period} is longer than the trial ({max_epochs} epochs)")
 
     def max_concurrent(self, cpus: float) -> int | None:
         """As many trials as the CPUs run at once (more would only wait, created too early)."""
-        return max(1, int(cpus // self.cpus_per_trial)) if self.cpus_per_trial > 0 else max(1, int(cpus))
-
-    def scheduler_settings(self) -> dict[str, Any]:
-        """Grace period and reduction factor."""
-        return {"grace_period": self.grace_period, "reduction_factor": self.reduction_factor}
+        per_trial = self.options.cpus_per_trial
+        return max(1, int(cpus // per_trial)) if per_trial > 0 else max(1, int(cpus))
 
     def make_scheduler(self, ctx: RunContext) -> Any:
         """Tune's ASHAScheduler on epochs."""
@@ -282,8 +275,8 @@ class ASHA(RayTuneMethod):
         return ASHAScheduler(
             time_attr=TIME_ATTR,
             max_t=self.max_epochs,
-            grace_period=self.grace_period,
-            reduction_factor=self.reduction_factor,
+            grace_period=self.options.grace_period,
+            reduction_factor=self.options.reduction_factor,
         )
 
 
@@ -293,31 +286,16 @@ class HyperBand(RayTuneMethod):
 
     name = "hyperband"
     description = "Ray Tune HyperBand: brackets of successive halving, trials paused and resumed"
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        reduction_factor: float = 3.0,
-        num_cpus: int | None = None,
-        cpus_per_trial: float = 1.0,
-        gpus_per_trial: float = 0.0,
-    ) -> None:
-        super().__init__(space, seed, max_epochs, num_cpus, cpus_per_trial, gpus_per_trial)
-        if reduction_factor <= 1:
-            raise ValueError("reduction_factor must be above 1")
-        self.reduction_factor = reduction_factor
-
-    def scheduler_settings(self) -> dict[str, Any]:
-        """Reduction factor."""
-        return {"reduction_factor": self.reduction_factor}
+    Settings = HyperBandSettings
+    options: HyperBandSettings
 
     def make_scheduler(self, ctx: RunContext) -> Any:
         """Tune's HyperBandScheduler on epochs."""
         from ray.tune.schedulers import HyperBandScheduler
 
-        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=self.max_epochs, reduction_factor=self.reduction_factor)
+        return HyperBandScheduler(
+            time_attr=TIME_ATTR, max_t=self.max_epochs, reduction_factor=self.options.reduction_factor
+        )
 
 
 class PBT(RayTuneMethod):
@@ -341,50 +319,14 @@ class PBT(RayTuneMethod):
     WALL_CLOCK_POPULATION: ClassVar[int] = 4
     UNTIL_BUDGET_ENDS: ClassVar[int] = 2**31 - 1
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        population: int | None = None,
-        member_epochs: int | None = None,
-        perturbation_interval: int = 2,
-        quantile_fraction: float = 0.25,
-        resample_probability: float = 0.25,
-        num_cpus: int | None = None,
-        cpus_per_trial: float = 1.0,
-        gpus_per_trial: float = 0.0,
-    ) -> None:
-        super().__init__(space, seed, max_epochs, num_cpus, cpus_per_trial, gpus_per_trial)
-        if population is not None and population < 2:
-            raise ValueError("population must be at least 2")
-        if member_epochs is not None and member_epochs < 1:
-            raise ValueError("member_epochs must be at least 1")
-        if perturbation_interval < 1:
-            raise ValueError("perturbation_interval must be at least 1 epoch")
-        if not 0 < quantile_fraction <= 0.5:
-            raise ValueError("quantile_fraction must be in (0, 0.5]")
-        self.population = population
-        self.member_epochs = member_epochs
-        self.perturbation_interval = perturbation_interval
-        self.quantile_fraction = quantile_fraction
-        self.resample_probability = resample_probability
-
-    def scheduler_settings(self) -> dict[str, Any]:
-        """Population, member length, perturbation interval, quantile, resampling probability (as given)."""
-        return {
-            "population": self.population,
-            "member_epochs": self.member_epochs,
-            "perturbation_interval": self.perturbation_interval,
-            "quantile_fraction": self.quantile_fraction,
-            "resample_probability": self.resample_probability,
-        }
+    Settings = PbtSettings
+    options: PbtSettings
 
     def num_samples(self, ctx: RunContext) -> int:
         """The population: as given; else, under an epoch budget, as many trial-length members as it pays for
         (2 to ``MAX_POPULATION``); under a wall-clock-only budget, ``WALL_CLOCK_POPULATION``."""
-        if self.population is not None:
-            return self.population
+        if self.options.population is not None:
+            return self.options.population
         epochs = ctx.meter.budget.epochs
         if epochs is None:
             return self.WALL_CLOCK_POPULATION
@@ -393,8 +335,8 @@ class PBT(RayTuneMethod):
     def trial_length(self, ctx: RunContext) -> int:
         """Epochs per member: as given; else, under an epoch budget, the task's trial length or the budget's
         share per member if that is longer; under a wall-clock-only budget, until the budget ends."""
-        if self.member_epochs is not None:
-            return self.member_epochs
+        if self.options.member_epochs is not None:
+            return self.options.member_epochs
         epochs = ctx.meter.budget.epochs
         if epochs is None:
             return self.UNTIL_BUDGET_ENDS
@@ -407,10 +349,10 @@ class PBT(RayTuneMethod):
         space = self.space
         return PopulationBasedTraining(
             time_attr=TIME_ATTR,
-            perturbation_interval=self.perturbation_interval,
+            perturbation_interval=self.options.perturbation_interval,
             hyperparam_mutations=ray_search_space(space),
-            quantile_fraction=self.quantile_fraction,
-            resample_probability=self.resample_probability,
+            quantile_fraction=self.options.quantile_fraction,
+            resample_probability=self.options.resample_probability,
             custom_explore_fn=lambda config: clip_to_space(space, config),
             log_config=False,
             synch=True,

@@ -10,15 +10,18 @@ the schedule's last value and ``mode="best"`` at the value of the source run's b
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpobench_stn.budget import BudgetExhausted
 from hpobench_stn.errors import UserError
-from hpobench_stn.harness import trial_seed
 from hpobench_stn.optimizer import Method
+from hpobench_stn.settings import MethodSettings, setting
 from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.status import TrialStatus
 from hpobench_stn.store import METADATA, SUMMARY, read_events
+from hpobench_stn.task import Trial
+from hpobench_stn.trial_runner import run_trial, trial_seed
 
 MODES = ("schedule", "final", "best")
 
@@ -52,41 +55,38 @@ def load_schedule(run: str | Path, space: SearchSpace) -> tuple[dict[str, Any], 
     return meta, [*schedule, final], best
 
 
+@dataclass(frozen=True)
+class ReplaySettings(MethodSettings):
+    """The source run, what of its schedule to follow, and how long and how often to train."""
+
+    schedule: str | None = setting(None, help="the source run folder (--schedule RUN)")
+    mode: str = setting("schedule", choices=MODES, help="follow the schedule, or hold its final or best value")
+    epochs: int | None = setting(None, low=1, help="epochs per trial (default: the task's trial length)")
+    repeats: int = setting(1, low=1, help="trainings, each with its own seed")
+
+
 class ScheduleReplay(Method):
     """Fixed-configuration training that follows (or freezes) a stored schedule; one trial per ``repeats``."""
 
     name = "replay"
     description = "replay a stored STN/PBT schedule with fixed-configuration training (mode schedule|final|best)"
+    Settings = ReplaySettings
+    options: ReplaySettings
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        schedule: str | None = None,
-        mode: str = "schedule",
-        epochs: int | None = None,
-        repeats: int = 1,
-    ) -> None:
-        super().__init__(space, seed, max_epochs)
-        if schedule is None:
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
+        if self.options.schedule is None:
             raise UserError("method 'replay' needs the source run: --schedule RUN_FOLDER")
-        if mode not in MODES:
-            raise UserError(f"replay mode {mode!r} is not one of {', '.join(MODES)}")
-        self.source = str(schedule)
-        self.mode = mode
-        self.epochs = int(epochs or max_epochs)
-        self.repeats = int(repeats)
+        self.mode = self.options.mode
+        self.epochs = self.options.epochs or max_epochs
         # schedule: the values in force during each source epoch, then the final values
-        self.meta, self.schedule, self.best = load_schedule(schedule, space)
+        self.meta, self.schedule, self.best = load_schedule(self.options.schedule, space)
 
     def settings(self) -> dict[str, Any]:
-        """Source run, mode, epochs and repeats."""
+        """Source run, mode, epochs and repeats, and the source's method and seed."""
         return {
-            "schedule": self.source,
-            "mode": self.mode,
+            **super().settings(),
             "epochs": self.epochs,
-            "repeats": self.repeats,
             "source_method": self.meta.get("method"),
             "source_seed": self.meta.get("seed"),
         }
@@ -108,27 +108,13 @@ class ScheduleReplay(Method):
                 f"the schedule comes from task {self.meta.get('task')!r} preset {self.meta.get('preset')!r}; "
                 f"replay it on that task and preset"
             )
-        for trial_id in range(self.repeats):
-            seed = trial_seed(ctx.seed, trial_id)
+        for trial_id in range(self.options.repeats):
+
+            def follow(trial: Trial) -> None:
+                trial.set_config(self.config_for_epoch(trial.epoch))
+
             config = self.config_for_epoch(0)
-            ctx.trial_start(trial_id, config, seed)
-            trial = task.make_trial(config, seed)
-            status = "completed"
-            try:
-                while trial.epoch < self.epochs:
-                    config = self.config_for_epoch(trial.epoch)
-                    trial.set_config(config)
-                    report = trial.train_epoch(ctx.meter)
-                    ctx.report(trial_id, config, report, hparams=dict(config))
-                    if report.diverged:
-                        status = "diverged"
-                        break
-            except BudgetExhausted:
-                status = "cut"
-            test = None
-            if trial.best_epoch > 0 and ctx.incumbent is not None and ctx.incumbent.trial == trial_id:
-                with ctx.meter.paused():
-                    test = trial.test_metrics()
-            ctx.trial_end(trial_id, status, trial.best_val_loss if trial.best_epoch else None, test_metrics=test)
-            if status == "cut":
+            seed = trial_seed(ctx.seed, trial_id)
+            outcome = run_trial(ctx, trial_id, config, seed, self.epochs, before_epoch=follow, schedule=True)
+            if outcome.status == TrialStatus.CUT:
                 return

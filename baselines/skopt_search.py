@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hpobench_stn.optimizer import Optimizer, Outcome
+from hpobench_stn.settings import MethodSettings, setting
 from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.status import TrialStatus
 
 
 def skopt_dimensions(space: SearchSpace) -> list[Any]:
@@ -34,36 +37,34 @@ def skopt_dimensions(space: SearchSpace) -> list[Any]:
     return dims
 
 
+@dataclass(frozen=True)
+class SkoptSettings(MethodSettings):
+    """The random start, the acquisition function and how it is optimised."""
+
+    n_initial_points: int = setting(10, low=1, help="random points before the surrogate is used")
+    acq_func: str = setting("EI", choices=("EI", "PI", "LCB", "gp_hedge"), help="acquisition function")
+    acq_optimizer: str = setting("auto", choices=("auto", "sampling", "lbfgs"), help="how it is optimised")
+
+
 class SkoptSearch(Optimizer):
     """Base class: an ``skopt.Optimizer`` with a given surrogate and expected improvement."""
 
     name: ClassVar[str] = "skopt"
     description: ClassVar[str] = "scikit-optimize"
     base_estimator: ClassVar[str] = "GP"
+    Settings = SkoptSettings
+    options: SkoptSettings
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int,
-        max_epochs: int,
-        n_initial_points: int = 10,
-        acq_func: str = "EI",
-        acq_optimizer: str = "auto",
-    ) -> None:
-        super().__init__(space, seed, max_epochs)
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
         from skopt import Optimizer as SkOptimizer
 
-        if n_initial_points < 1:
-            raise ValueError("n_initial_points must be at least 1")
-        self.n_initial_points = n_initial_points
-        self.acq_func = acq_func
-        self.acq_optimizer = acq_optimizer
         self._opt = SkOptimizer(
             skopt_dimensions(space),
             base_estimator=self.base_estimator,
-            acq_func=acq_func,
-            acq_optimizer=acq_optimizer,
-            n_initial_points=n_initial_points,
+            acq_func=self.options.acq_func,
+            acq_optimizer=self.options.acq_optimizer,
+            n_initial_points=self.options.n_initial_points,
             random_state=seed,
         )
         self._asked: dict[int, list[Any]] = {}
@@ -82,10 +83,10 @@ class SkoptSearch(Optimizer):
         point = self._asked.pop(trial_id, None)
         if point is None:
             point = [config[hp.name] for hp in self.space]
-        if outcome.status == "ok" and outcome.value is not None and math.isfinite(outcome.value):
+        if outcome.ok and outcome.value is not None and math.isfinite(outcome.value):
             value = float(outcome.value)
             self._worst = value if self._worst is None else max(self._worst, value)
-        elif outcome.status == "cut" or self._worst is None:
+        elif outcome.status == TrialStatus.CUT or self._worst is None:
             return
         else:
             value = self._worst
@@ -94,13 +95,8 @@ class SkoptSearch(Optimizer):
             self._opt.tell(point, value)
 
     def settings(self) -> dict[str, Any]:
-        """Surrogate, acquisition function and its optimizer, number of random initial points."""
-        return {
-            "base_estimator": self.base_estimator,
-            "acq_func": self.acq_func,
-            "acq_optimizer": self.acq_optimizer,
-            "n_initial_points": self.n_initial_points,
-        }
+        """The settings and the surrogate."""
+        return {**super().settings(), "base_estimator": self.base_estimator}
 
 
 class SkoptGP(SkoptSearch):

@@ -1,9 +1,18 @@
 """A worked example of a new optimizer in one file: local search around the incumbent on the unit cube."""
 
-from typing import Any
+from dataclasses import dataclass
 
 from hpobench_stn.optimizer import Optimizer, Outcome
-from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.settings import MethodSettings, setting
+from hpobench_stn.space import Config
+
+
+@dataclass(frozen=True)
+class LocalSearchSettings(MethodSettings):
+    """Step size on the unit cube and the number of random proposals first."""
+
+    step: float = setting(0.1, low=0, high=1, low_open=True, help="standard deviation of a step")
+    n_init: int = setting(5, low=1, help="random proposals before stepping")
 
 
 class LocalSearch(Optimizer):
@@ -11,22 +20,15 @@ class LocalSearch(Optimizer):
 
     name = "local-search"
     description = "local search: Gaussian steps around the incumbent on the unit cube"
-
-    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, step: float = 0.1, n_init: int = 5):
-        super().__init__(space, seed, max_epochs)
-        self.step, self.n_init = step, n_init
-        self.best: tuple[float, list[float]] | None = None
+    Settings = LocalSearchSettings
+    best: tuple[float, list[float]] | None = None
 
     def ask(self, trial_id: int) -> Config:
-        if self.best is None or trial_id < self.n_init:
+        if self.best is None or trial_id < self.options.n_init:
             return self.space.sample(self.rng)
-        centre = self.best[1]
-        moved = [min(max(u + self.step * self.rng.standard_normal(), 0.0), 1.0) for u in centre]
+        moved = [min(max(u + self.options.step * self.rng.standard_normal(), 0.0), 1.0) for u in self.best[1]]
         return self.space.from_unit(moved)
 
     def tell(self, trial_id: int, config: Config, outcome: Outcome) -> None:
-        if outcome.value is not None and (self.best is None or outcome.value < self.best[0]):
+        if outcome.ok and (self.best is None or outcome.value < self.best[0]):
             self.best = (outcome.value, self.space.to_unit(config))
-
-    def settings(self) -> dict[str, Any]:
-        return {"step": self.step, "n_init": self.n_init}

@@ -1,20 +1,21 @@
 """The budget every method gets equally, and the meter the harness enforces it with.
 
-A budget is wall-clock seconds and/or epoch-equivalents (training examples pushed through forward and backward,
-divided by the task's training-set size). Tasks and STN call :meth:`BudgetMeter.charge` before each minibatch;
-the meter raises :class:`BudgetExhausted` when that minibatch would overrun the budget, so no optimizer can spend
-more than its share, and a trial still running at the end is cut there.
+A budget is seconds and/or epoch-equivalents (training examples pushed through forward and backward, each weighted
+by its cost relative to one example of the task's fixed network, divided by the task's training-set size). Tasks
+and STN call :meth:`BudgetMeter.charge` before each minibatch; the meter raises :class:`BudgetExhausted` when that
+minibatch would overrun the budget, so no optimizer can spend more than its share, and a trial still running at the
+end is cut there. The meter reads its seconds from an injected :class:`~hpobench_stn.clock.Clock`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from hpobench_stn.clock import Clock, WallClock
 from hpobench_stn.errors import UserError
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -75,68 +76,88 @@ class Budget:
 
 
 class BudgetMeter:
-    """Meters one run's spending: wall-clock (minus paused reporting time) and epoch-equivalents.
+    """Meters one run's spending: seconds of its clock (minus paused reporting time) and epoch-equivalents.
 
-    ``charge(n)`` is called before pushing ``n`` training examples through forward and backward; it raises
-    :class:`BudgetExhausted` instead when the budget would be overrun, so the epoch budget is never exceeded
-    and the wall-clock one by at most one minibatch. ``paused()`` excludes bookkeeping (test-set reporting)
-    from the wall-clock.
+    ``charge(n, cost)`` is called before pushing ``n`` training examples through forward and backward, each costing
+    ``cost`` examples of the task's fixed network (1 for the fixed network itself); it raises
+    :class:`BudgetExhausted` instead when the budget would be overrun, so the epoch budget is never exceeded and the
+    seconds budget by at most one minibatch. ``paused()`` excludes bookkeeping (test-set reporting) from the
+    seconds. Raw examples (uncosted) are counted beside the costed epoch-equivalents.
     """
 
-    def __init__(self, budget: Budget, train_size: int, *, spent_seconds: float = 0.0, spent_examples: int = 0) -> None:
+    def __init__(
+        self,
+        budget: Budget,
+        train_size: int,
+        *,
+        clock: Clock | None = None,
+        spent_seconds: float = 0.0,
+        spent_examples: int = 0,
+        spent_epochs: float | None = None,
+    ) -> None:
         if train_size <= 0:
             raise ValueError("train_size must be positive")
         self.budget = budget
         self.train_size = train_size
+        self.clock = clock or WallClock()
         self._examples = int(spent_examples)
+        self._units = float(spent_examples) if spent_epochs is None else float(spent_epochs) * train_size
         self._offset = float(spent_seconds)
-        self._max_examples = math.inf if budget.epochs is None else budget.epochs * train_size
+        self._max_units = math.inf if budget.epochs is None else budget.epochs * train_size
         self._max_seconds = math.inf if budget.seconds is None else budget.seconds
-        self._start = time.perf_counter()
+        self._start = self.clock.now()
         self._paused_since: float | None = None
         self._paused_total = 0.0
 
     @property
     def elapsed(self) -> float:
-        """Wall-clock seconds spent so far, paused time excluded (plus what a resumed run had spent)."""
-        now = self._paused_since if self._paused_since is not None else time.perf_counter()
+        """Seconds spent so far by the meter's clock, paused time excluded (plus what a resumed run had spent)."""
+        now = self._paused_since if self._paused_since is not None else self.clock.now()
         return self._offset + now - self._start - self._paused_total
 
     @property
     def examples(self) -> int:
-        """Training examples charged so far."""
+        """Raw training examples charged so far (every pass, whatever its cost)."""
         return self._examples
 
     @property
     def epochs(self) -> float:
-        """Epoch-equivalents spent so far."""
+        """Epoch-equivalents spent so far: costed examples over the training-set size (the budget's unit)."""
+        return self._units / self.train_size
+
+    @property
+    def raw_epochs(self) -> float:
+        """Raw examples over the training-set size (passes, uncosted)."""
         return self._examples / self.train_size
 
     @property
     def exhausted(self) -> bool:
         """True once either limit is reached."""
-        return self._examples >= self._max_examples or self.elapsed >= self._max_seconds
+        return self._units >= self._max_units or self.elapsed >= self._max_seconds
 
     def fraction(self) -> float:
         """The larger of the spent fractions of the two limits, in [0, 1]."""
         parts = [
-            self._examples / self._max_examples if math.isfinite(self._max_examples) else 0.0,
+            self._units / self._max_units if math.isfinite(self._max_units) else 0.0,
             self.elapsed / self._max_seconds if math.isfinite(self._max_seconds) else 0.0,
         ]
         return min(1.0, max(parts))
 
-    def charge(self, examples: int) -> None:
-        """Account for ``examples`` about to be trained on, or raise :class:`BudgetExhausted`."""
-        if self._examples + examples > self._max_examples or self.elapsed >= self._max_seconds:
+    def charge(self, examples: int, cost: float = 1.0) -> None:
+        """Account for ``examples`` about to be trained on at ``cost`` each, or raise :class:`BudgetExhausted`."""
+        units = examples * cost
+        if self._units + units > self._max_units or self.elapsed >= self._max_seconds:
             raise BudgetExhausted
         self._examples += examples
+        self._units += units
 
-    def record(self, examples: int) -> None:
+    def record(self, examples: int, cost: float = 1.0) -> None:
         """Account for ``examples`` already trained elsewhere (a remote worker reports them); never raises.
 
         Whoever trains them must keep within the budget itself (the Ray Tune methods grant examples per epoch).
         """
         self._examples += int(examples)
+        self._units += int(examples) * cost
 
     def check(self) -> None:
         """Raise :class:`BudgetExhausted` if the budget is already spent."""
@@ -145,13 +166,13 @@ class BudgetMeter:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop the wall-clock while reporting (test metrics, bookkeeping); nestable."""
+        """Stop the clock while reporting (test metrics, bookkeeping); nestable."""
         if self._paused_since is not None:
             yield
             return
-        self._paused_since = time.perf_counter()
+        self._paused_since = self.clock.now()
         try:
             yield
         finally:
-            self._paused_total += time.perf_counter() - self._paused_since
+            self._paused_total += self.clock.now() - self._paused_since
             self._paused_since = None

@@ -161,7 +161,10 @@ def _cmd_list() -> None:
             print(f"      --preset {preset.name:6s} {preset.description}")
     print("methods:")
     for name in method_names():
-        print(f"  {name:14s} {get_method(name).description}")
+        cls = get_method(name)
+        print(f"  {name:14s} {cls.description}")
+        for line in cls.Settings.describe():
+            print(f"      --method-arg {line}")
 
 
 def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
@@ -232,7 +235,7 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 def _dispatch(args: argparse.Namespace) -> int:
     from hpobench_stn.budget import Budget
     from hpobench_stn.harness import RunSpec
-    from hpobench_stn.registry import get_method, get_task
+    from hpobench_stn.registry import get_task, method_settings
     from hpobench_stn.sweep import run_sweep
 
     if args.command == "list":
@@ -264,7 +267,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f"unknown preset {args.preset!r} for task {task!r}; valid presets: {', '.join(preset_names)}"
             )
     for method in methods:
-        get_method(method)
+        method_settings(method, method_args)  # names, types and ranges checked before anything runs
     specs = [
         RunSpec(
             task=t,

@@ -80,7 +80,7 @@ def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[s
         "task": spec.task,
         "preset": spec.preset,
         "method": spec.method,
-        "method_args": spec.method_args,
+        "method_args": method.options.non_default(),
         "method_settings": method.settings(),
         "seed": spec.seed,
         "budget": budget.to_dict(),

@@ -3,8 +3,12 @@
 An :class:`Optimizer` proposes configurations (``ask``), hears every per-epoch report (``on_report``, where a
 multi-fidelity method may stop a trial) and receives the outcome (``tell``). The harness owns the loop and the
 budget meter; an optimizer never sees the meter. A :class:`Method` that is not an ask/tell optimizer runs the whole
-study itself through :meth:`Method.run` with a :class:`~hpobench_stn.harness.RunContext` (it must still charge the
-context's meter for every example it trains on).
+study itself through :meth:`Method.run` with a :class:`~hpobench_stn.run_context.RunContext` (it must still charge the
+context's meter for every example it trains on, which :func:`~hpobench_stn.trial_runner.run_trial` does).
+
+A method's settings are declared once, as a frozen dataclass (:class:`~hpobench_stn.settings.MethodSettings`) named
+by the class attribute ``Settings``; ``Method(space, seed, max_epochs, **settings)`` checks them and keeps them as
+``self.options``.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from hpobench_stn.settings import MethodSettings
 from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.status import TrialStatus
 
 if TYPE_CHECKING:
-    from hpobench_stn.harness import RunContext
+    from hpobench_stn.run_context import RunContext
 
 
 class SearchExhausted(Exception):
@@ -27,27 +33,35 @@ class SearchExhausted(Exception):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What ``tell`` receives: the trial's best validation loss (``None`` unless ``status == "ok"``)."""
+    """What ``tell`` receives: the trial's best validation loss (``None`` unless the status has a value: completed
+    or stopped early), how it ended, and the epochs it trained."""
 
     value: float | None
-    status: str  # "ok", "diverged", "failed", "cut"
+    status: TrialStatus
     epochs: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether ``value`` is a result to learn from."""
+        return self.value is not None and TrialStatus(self.status).has_value
 
 
 class Method(ABC):
-    """Anything that can be run as the ``--method`` of a run. Settings are keyword arguments of ``__init__``."""
+    """Anything that can be run as the ``--method`` of a run; its settings are the dataclass ``Settings``."""
 
     name: ClassVar[str]
     description: ClassVar[str]
+    Settings: ClassVar[type[MethodSettings]] = MethodSettings
 
-    def __init__(self, space: SearchSpace, seed: int, max_epochs: int) -> None:
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
         self.space = space
         self.seed = seed
         self.max_epochs = max_epochs
+        self.options = self.Settings.from_args(settings, getattr(self, "name", type(self).__name__))
 
     def settings(self) -> dict[str, Any]:
-        """The method's settings as stored with the run (override to list them)."""
-        return {}
+        """The method's settings as stored with the run: every field of its ``Settings``."""
+        return self.options.to_dict()
 
     @abstractmethod
     def run(self, ctx: RunContext) -> None:
@@ -55,10 +69,10 @@ class Method(ABC):
 
 
 class Optimizer(Method):
-    """An ask/tell optimizer; the harness runs the loop (:func:`hpobench_stn.harness.ask_tell_loop`)."""
+    """An ask/tell optimizer; the harness runs the loop (:func:`hpobench_stn.ask_tell.ask_tell_loop`)."""
 
-    def __init__(self, space: SearchSpace, seed: int, max_epochs: int) -> None:
-        super().__init__(space, seed, max_epochs)
+    def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
+        super().__init__(space, seed, max_epochs, **settings)
         self.rng = np.random.default_rng(seed)
 
     @abstractmethod
@@ -74,6 +88,6 @@ class Optimizer(Method):
 
     def run(self, ctx: RunContext) -> None:
         """Run the harness's ask/tell loop with this optimizer."""
-        from hpobench_stn.harness import ask_tell_loop
+        from hpobench_stn.ask_tell import ask_tell_loop
 
         ask_tell_loop(self, ctx)

@@ -75,3 +75,25 @@ def get_task(name: str) -> Any:
 def get_method(name: str) -> Any:
     """The Method class registered under ``name`` (a clear error listing valid names otherwise)."""
     return _load("method", name, _table(BUILTIN_METHODS, METHOD_GROUP))
+
+
+def method_settings(name: str, args: dict[str, Any]) -> Any:
+    """The settings dataclass of method ``name`` built from ``--method-arg`` pairs, every name, type and range
+    checked (a :class:`~hpobench_stn.errors.UserError` naming the setting and what it takes otherwise)."""
+    return get_method(name).Settings.from_args(args, name)
+
+
+def build_task(name: str, preset: str, **options: Any) -> Any:
+    """The task ``name`` at ``preset`` (``data_dir``, ``device``, ``download`` as keyword options)."""
+    return get_task(name)(preset, **options)
+
+
+def build_method(name: str, task: Any, seed: int, args: dict[str, Any]) -> Any:
+    """Method ``name`` for ``task`` with its ``--method-arg`` settings; a bad setting is a ``UserError`` raised
+    before anything runs."""
+    method_settings(name, args)
+    cls = get_method(name)
+    try:
+        return cls(task.space, seed, task.max_epochs, **args)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"method {name!r}: {exc}") from None

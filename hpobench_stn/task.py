@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.errors import UserError
 from hpobench_stn.space import Config, SearchSpace
+from hpobench_stn.status import TrialStatus
 
 
 @dataclass
@@ -43,7 +44,7 @@ class TrialResult:
     """The outcome of a black-box training: best validation loss, its metrics, test metrics and cost."""
 
     config: Config
-    status: str  # "completed", "stopped", "diverged", "cut" (budget ended inside it)
+    status: TrialStatus
     epochs_trained: int
     best_val_loss: float
     best_epoch: int
@@ -242,12 +243,15 @@ class Task(ABC):
         meter: BudgetMeter | None = None,
         checkpoint: dict[str, Any] | None = None,
     ) -> TrialResult:
-        """Train at a fixed configuration for up to ``epochs`` (default: the preset's), reporting each epoch.
+        """Train at a fixed configuration for up to ``epochs`` (default: the preset's), reporting each epoch: the
+        HPOBench-style contract (configuration + epochs + seed in, metrics + cost out) on the one trial runner.
 
-        ``callback(report)`` returning ``False`` stops the trial early. ``checkpoint`` (from
-        :meth:`Trial.state_dict`) resumes a previous training. A NaN/inf validation loss ends the trial as
-        diverged. Returns the best checkpoint's validation and test metrics and the cost.
+        ``callback(report)`` returning ``False`` stops the trial early; an exception inside the training is raised.
+        ``checkpoint`` (from :meth:`Trial.state_dict`) resumes a previous training. A NaN/inf validation loss ends the
+        trial as diverged. Returns the best checkpoint's validation and test metrics and the cost.
         """
+        from hpobench_stn.trial_runner import train_epochs
+
         config = self.space.validate(config)
         epochs = self.max_epochs if epochs is None else epochs
         meter = meter or BudgetMeter(Budget(epochs=float(epochs) + 1e-9), self.train_size)
@@ -255,20 +259,14 @@ class Task(ABC):
         trial = self.make_trial(config, seed)
         if checkpoint is not None:
             trial.load_state_dict(checkpoint)
-        reports: list[EpochReport] = []
-        status = "completed"
-        try:
-            while trial.epoch < epochs:
-                report = trial.train_epoch(meter)
-                reports.append(report)
-                if report.diverged:
-                    status = "diverged"
-                    break
-                if callback is not None and callback(report) is False:
-                    status = "stopped"
-                    break
-        except BudgetExhausted:
-            status = "cut"
+
+        def hear(report: EpochReport) -> bool | None:
+            return None if report.diverged or callback is None else callback(report)
+
+        end = train_epochs(trial, meter, epochs, hear)
+        if end.exception is not None:
+            raise end.exception
+        reports, status = end.reports, end.status
         with meter.paused():
             test = trial.test_metrics() if trial.best_epoch > 0 else {}
         return TrialResult(

@@ -46,7 +46,7 @@ def _drive(opt, n):
         config = opt.ask(trial_id)
         SPACE.validate(config)
         values.append(_objective(config))
-        opt.tell(trial_id, config, Outcome(values[-1], "ok", 5))
+        opt.tell(trial_id, config, Outcome(values[-1], "completed", 5))
     return values
 
 
@@ -94,7 +94,12 @@ def test_seeds_differ_and_proposals_learn(name):
 def test_optuna_tells_failures_as_fail_and_skips_cut_trials():
     opt = get_method("tpe")(SPACE, 0, 5)
     for trial_id, outcome in enumerate(
-        [Outcome(0.5, "ok", 5), Outcome(None, "failed", 1), Outcome(None, "diverged", 2), Outcome(None, "cut", 1)]
+        [
+            Outcome(0.5, "completed", 5),
+            Outcome(None, "failed", 1),
+            Outcome(None, "diverged", 2),
+            Outcome(None, "cut", 1),
+        ]
     ):
         opt.tell(trial_id, opt.ask(trial_id), outcome)
     states = [t.state for t in opt.study.get_trials()]
@@ -105,8 +110,8 @@ def test_optuna_tells_failures_as_fail_and_skips_cut_trials():
 def test_skopt_tells_failures_as_the_worst_value_seen():
     opt = get_method("skopt-forest")(SPACE, 0, 5)
     opt.tell(0, opt.ask(0), Outcome(None, "failed", 1))  # nothing succeeded yet: skipped
-    opt.tell(1, opt.ask(1), Outcome(0.2, "ok", 5))
-    opt.tell(2, opt.ask(2), Outcome(0.7, "ok", 5))
+    opt.tell(1, opt.ask(1), Outcome(0.2, "completed", 5))
+    opt.tell(2, opt.ask(2), Outcome(0.7, "completed", 5))
     opt.tell(3, opt.ask(3), Outcome(None, "diverged", 2))
     opt.tell(4, opt.ask(4), Outcome(None, "cut", 1))  # never told
     assert opt._opt.yi == [0.2, 0.7, 0.7]
@@ -117,13 +122,13 @@ def test_optuna_storage_reuses_a_stored_trial_instead_of_counting_it_twice(tmp_p
     first = get_method("gp")(SPACE, 3, 5, persist=True)
     first.open_study(url, "resume-me")
     done = first.ask(0)
-    first.tell(0, done, Outcome(0.3, "ok", 5))
+    first.tell(0, done, Outcome(0.3, "completed", 5))
     running = first.ask(1)  # the attempt dies while trial 1 trains
     second = get_method("gp")(SPACE, 3, 5, persist=True)
     second.open_study(url, "resume-me")
     assert second.ask(0) == done and second.ask(1) == running
-    second.tell(0, done, Outcome(0.3, "ok", 5))  # a replayed tell: already finished in the storage
-    second.tell(1, running, Outcome(0.1, "ok", 5))
+    second.tell(0, done, Outcome(0.3, "completed", 5))  # a replayed tell: already finished in the storage
+    second.tell(1, running, Outcome(0.1, "completed", 5))
     study = optuna.load_study(study_name="resume-me", storage=url)
     assert [(t.state, t.value) for t in study.get_trials()] == [(TrialState.COMPLETE, 0.3), (TrialState.COMPLETE, 0.1)]
 

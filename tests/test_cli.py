@@ -72,7 +72,7 @@ def test_list_names_tasks_methods_presets():
         ),
         (
             ["run", "--task", "quadratic", "--method", "grid", "--method-arg", "colour=3"],
-            "method 'grid' has no setting 'colour'; valid settings: resolution, order",
+            "method 'grid' has no setting 'colour'; valid settings: resolution (int >= 1); order",
         ),
         (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "a,b"], "malformed --seeds"),
         (["run", "--task", "quadratic", "--method", "random", "--device", "tpu"], "unknown device 'tpu'"),

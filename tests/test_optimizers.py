@@ -30,8 +30,10 @@ def _drive(name, seed, n=12):
             assert keep_going in (True, False)
             if not keep_going:
                 break
-        status = ["ok", "ok", "diverged", "failed"][trial_id % 4]
-        opt.tell(trial_id, config, Outcome(_objective(config) if status == "ok" else None, status, epoch))
+        status = ["completed", "stopped", "diverged", "failed"][trial_id % 4]
+        opt.tell(
+            trial_id, config, Outcome(_objective(config) if status in ("completed", "stopped") else None, status, epoch)
+        )
     return proposals
 
 

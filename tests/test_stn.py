@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hpobench_stn.budget import Budget, BudgetMeter
-from hpobench_stn.harness import RunContext, RunSpec, execute
+from hpobench_stn.harness import RunSpec, execute
+from hpobench_stn.run_context import RunContext
 from hpobench_stn.space import Float, Integer, Rate, SearchSpace
 from hpobench_stn.stn.hyper import HyperState
 from hpobench_stn.stn.trainer import StnSettings, StnTrainer

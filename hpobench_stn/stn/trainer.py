@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -23,61 +23,22 @@ from torch import Tensor
 
 from hpobench_stn.budget import BudgetExhausted
 from hpobench_stn.errors import UserError
+from hpobench_stn.status import TrialStatus
 from hpobench_stn.stn.hyper import HyperState
 from hpobench_stn.stn.layers import stn_parameter_groups
 from hpobench_stn.stn.problem import StnProblem
+from hpobench_stn.stn.settings import StnSettings, TrainerSettings
 from hpobench_stn.task import EpochReport
 
+__all__ = ["StnSettings", "StnTrainer", "TrainerSettings"]
+
 TRIAL_ID = 0  # an STN run is one training: trial 0
-
-
-@dataclass
-class StnSettings:
-    """Trainer settings; ``None`` means the task's preferred value (``StnProblem.defaults``), then the reference."""
-
-    epochs: int | None = None
-    warmup_steps: int | None = None
-    t_train: int = 2
-    t_val: int = 1
-    lr: float | None = None
-    hyper_lr: float | None = None
-    tau: float = 1e-3
-    sigma_init: float | None = None
-    tune_sigma: bool | None = None
-    delta: bool = False
-    linearize: bool = False
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """The setting names (for --method-arg)."""
-        return [f.name for f in fields(cls)]
-
-    def resolved(self, problem: StnProblem, max_epochs: int) -> StnSettings:
-        """Fill unset values from the task's defaults, then the reference values of STN.md."""
-        reference = {
-            "epochs": max_epochs,
-            "warmup_steps": 0,
-            "lr": 1e-2,
-            "hyper_lr": 3e-3,
-            "sigma_init": 0.5,
-            "tune_sigma": True,
-        }
-        values = asdict(self)
-        for key, value in values.items():
-            if value is None:
-                values[key] = problem.defaults.get(key, reference.get(key))
-        out = StnSettings(**values)
-        if out.t_train < 1 or out.t_val < 0 or out.epochs < 1:
-            raise UserError("STN settings: t_train and epochs must be at least 1, t_val at least 0")
-        if out.linearize and not out.delta:
-            raise UserError("STN setting linearize=True applies to delta-stn only")
-        return out
 
 
 class StnTrainer:
     """One self-tuning training of a task's STN problem, reporting into a run context."""
 
-    def __init__(self, problem: StnProblem, settings: StnSettings, seed: int) -> None:
+    def __init__(self, problem: StnProblem, settings: TrainerSettings, seed: int) -> None:
         self.problem = problem
         self.settings = settings
         self.generator = torch.Generator().manual_seed(seed)
@@ -180,7 +141,7 @@ class StnTrainer:
         ctx.trial_start(TRIAL_ID, self.hyper.current(), ctx.seed)
         ctx.note("stn_settings", settings=asdict(s))
         val_iter = cycle_batches(self.problem, self.generator)
-        status = "completed"
+        status = TrialStatus.COMPLETED
         try:
             while self.epoch < s.epochs:
                 for batch in self.problem.train_batches(self.generator):
@@ -191,10 +152,10 @@ class StnTrainer:
                 self.epoch += 1
                 self._end_of_epoch(ctx)
                 if not math.isfinite(self.last_val_loss):
-                    status = "diverged"
+                    status = TrialStatus.DIVERGED
                     break
         except BudgetExhausted:
-            status = "cut"
+            status = TrialStatus.CUT
         self._finish(ctx, status)
 
     def _end_of_epoch(self, ctx: Any) -> None:
@@ -219,7 +180,7 @@ class StnTrainer:
             self.problem.model.load_state_dict(self.best["model"])
             self.hyper.load_state_dict(self.best["hyper"])
 
-    def _finish(self, ctx: Any, status: str) -> None:
+    def _finish(self, ctx: Any, status: TrialStatus) -> None:
         test = None
         if self.best is not None:
             with ctx.meter.paused():
