@@ -97,7 +97,10 @@ class MethodSettings:
         """What a setting accepts, in words: ``float > 0``, ``int in [1, 100]``, ``one of 'a', 'b'``."""
         spec = next(f for f in dataclasses.fields(cls) if f.name == name)
         meta = spec.metadata
-        words = _type_name(cls._hints()[name])
+        kind = cls._hints()[name]
+        options = [k for k in typing.get_args(kind) if k is not type(None)] if typing.get_origin(kind) else [kind]
+        optional = options != list(typing.get_args(kind) or [kind])
+        words = " or ".join(_type_name(k) for k in options)
         if meta.get("choices"):
             words = "one of " + ", ".join(repr(c) for c in meta["choices"])
         low, high = meta.get("low"), meta.get("high")
@@ -107,7 +110,7 @@ class MethodSettings:
             words += f" {'>' if meta.get('low_open') else '>='} {low:g}"
         elif high is not None:
             words += f" <= {high:g}"
-        return words
+        return words + (", or None" if optional else "")
 
     @classmethod
     def describe(cls) -> list[str]:
@@ -115,10 +118,10 @@ class MethodSettings:
         lines = []
         for spec in dataclasses.fields(cls):
             default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
-            shown = "task's choice" if default is None else repr(default)
+            shown = repr(default)
             help_text = spec.metadata.get("help", "")
             lines.append(
-                f"{spec.name}: {cls.allowed(spec.name)} (default {shown}){'; ' + help_text if help_text else ''}"
+                f"{spec.name}: {cls.allowed(spec.name)}, default {shown}{': ' + help_text if help_text else ''}"
             )
         return lines
 

@@ -3,6 +3,7 @@
 import pytest
 
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.clock import ManualClock
 from hpobench_stn.errors import UserError
 
 
@@ -41,17 +42,43 @@ def test_epoch_budget_is_never_exceeded():
 
 
 def test_paused_time_is_not_charged():
-    import time
-
-    meter = BudgetMeter(Budget(seconds=100), train_size=1)
+    clock = ManualClock()
+    meter = BudgetMeter(Budget(seconds=100), train_size=1, clock=clock)
+    clock.advance(3)
     with meter.paused():
-        time.sleep(0.2)
-    assert meter.elapsed < 0.1
+        clock.advance(50)
+        with meter.paused():  # nested pauses count once
+            clock.advance(10)
+    assert meter.elapsed == 3
+
+
+def test_the_seconds_budget_ends_by_the_injected_clock():
+    clock = ManualClock()
+    meter = BudgetMeter(Budget(seconds=10), train_size=1, clock=clock)
+    meter.charge(1)
+    clock.advance(9.5)
+    meter.charge(1)  # still within the budget
+    assert not meter.exhausted and meter.fraction() == pytest.approx(0.95)
+    clock.advance(0.5)
+    assert meter.exhausted
+    with pytest.raises(BudgetExhausted):
+        meter.charge(1)
+    assert meter.examples == 2
+
+
+def test_costed_examples_spend_the_epoch_budget_faster():
+    meter = BudgetMeter(Budget(epochs=1), train_size=100)
+    meter.charge(40, cost=2.0)  # 40 examples of a network twice as costly as the fixed one
+    assert meter.epochs == 0.8 and meter.examples == 40 and meter.raw_epochs == 0.4
+    with pytest.raises(BudgetExhausted):
+        meter.charge(20, cost=2.0)
+    meter.charge(20)
+    assert meter.epochs == 1.0 and meter.exhausted
 
 
 def test_resumed_meter_starts_from_what_was_spent():
-    meter = BudgetMeter(Budget(epochs=3), train_size=10, spent_examples=25, spent_seconds=7.0)
-    assert meter.epochs == 2.5 and meter.elapsed >= 7.0
+    meter = BudgetMeter(Budget(epochs=3), train_size=10, spent_examples=25, spent_seconds=7.0, clock=ManualClock())
+    assert meter.epochs == 2.5 and meter.elapsed == 7.0
     meter.charge(5)
     with pytest.raises(BudgetExhausted):
         meter.charge(1)

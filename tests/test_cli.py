@@ -110,3 +110,21 @@ def test_output_check_is_safe_for_runs_started_side_by_side(tmp_path):
         folders = list(pool.map(lambda _: _check_out(str(tmp_path / "runs")), range(400)))
     assert folders == [tmp_path / "runs"] * 400
     assert list((tmp_path / "runs").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("lr=fast", "setting lr='fast' is not allowed; lr takes float > 0, or None"),
+        ("hyper_lr=-1", "setting hyper_lr=-1.0 is out of range; hyper_lr takes float > 0, or None"),
+        ("t_train=0", "t_train takes int >= 1"),
+        ("tune_sigma=maybe", "tune_sigma takes bool, or None"),
+    ],
+)
+def test_stn_settings_are_checked_before_any_run_folder_exists(tmp_path, setting, message):
+    args = ["run", "--task", "quadratic", "--method", "stn", "--method-arg", setting, "--out", str(tmp_path / "out")]
+    result = cli(*args)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: method 'stn': ")
+    assert message in lines[0], lines[0]
+    assert not any((tmp_path / "out").rglob("metadata.json"))

@@ -40,7 +40,9 @@ class TrainerSettings:
 class StnSettings(MethodSettings):
     """STN's settings (``None``: the task's preferred value, then STN.md's reference)."""
 
-    epochs: int | None = setting(None, low=1, help="length of the one training")
+    # None (the default of most) means: the task's preferred value, then STN.md's reference value.
+
+    epochs: int | None = setting(None, low=1, help="length of the one training (None: the task's choice, as below)")
     warmup_steps: int | None = setting(None, low=0, help="weight steps before the first hyperparameter step")
     t_train: int = setting(2, low=1, help="weight steps per cycle")
     t_val: int = setting(1, low=0, help="hyperparameter steps per cycle")
