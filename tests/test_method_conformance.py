@@ -3,8 +3,8 @@ Syne Tune runs one over every scheduler: settings round-trip and refuse bad valu
 epoch budget, and the same seed gives the same run where the method is sequential."""
 
 import dataclasses
-import re
 import json
+import re
 
 import pytest
 
