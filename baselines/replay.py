@@ -100,14 +100,16 @@ class ScheduleReplay(Method):
         during = self.schedule[:-1]  # the values in force during each source epoch
         return during[min(len(during) - 1, epoch * len(during) // self.epochs)]
 
-    def run(self, ctx: Any) -> None:
-        """Train ``repeats`` fresh models following the schedule, reporting every epoch."""
-        task = ctx.task
+    def check_task(self, task: Any) -> None:
+        """The schedule must come from this task and preset."""
         if self.meta.get("task") != task.name or self.meta.get("preset") != task.preset.name:
             raise UserError(
                 f"the schedule comes from task {self.meta.get('task')!r} preset {self.meta.get('preset')!r}; "
                 f"replay it on that task and preset"
             )
+
+    def run(self, ctx: Any) -> None:
+        """Train ``repeats`` fresh models following the schedule, reporting every epoch."""
         for trial_id in range(self.options.repeats):
 
             def follow(trial: Trial) -> None:

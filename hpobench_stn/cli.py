@@ -16,29 +16,55 @@ from pathlib import Path
 from typing import Any
 
 from hpobench_stn.errors import UserError
+from hpobench_stn.signals import INTERRUPTIONS, exit_code, signal_name, signals_as_interrupts
 
 DATA_DIR_ENV = "HPOBENCH_STN_DATA"
 DEFAULT_OUT = "results/runs"
 
 
 def _parse_method_args(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; a value is a Python literal (number, bool, None, dict, list, quoted string) or else a
+    bare word taken as a string; a value that starts like a literal but is not one is refused."""
     args: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise UserError(f"malformed --method-arg {pair!r}: use key=value, e.g. --method-arg resolution=4")
         try:
-            args[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            args[key] = raw
+            args[key.strip()] = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError) as exc:
+            if raw.strip()[:1] in tuple("{[('\"-+.0123456789"):
+                reason = exc.msg if isinstance(exc, SyntaxError) else "not a literal"
+                raise UserError(
+                    f"malformed --method-arg {pair!r}: {raw.strip()!r} is not a Python literal ({reason}); "
+                    "quote the whole pair for the shell, e.g. --method-arg \"config={'penalty_0': 0.1}\""
+                ) from None
+            args[key.strip()] = raw.strip()
     return args
+
+
+def _parse_names(text: str, what: str, example: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError(f"{what} is empty: give comma-separated names, e.g. {what} {example}")
+    return names
 
 
 def _parse_ints(text: str, what: str) -> list[int]:
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise UserError(f"malformed {what} {text!r}: use integers separated by commas, e.g. 0,1,2") from None
+    if not values:
+        raise UserError(f"{what} is empty: give comma-separated seeds, e.g. {what} 0,1,2")
+    for value in values:
+        _check_seed(value, what)
+    return values
+
+
+def _check_seed(seed: int, what: str = "--seed") -> None:
+    if not 0 <= seed < 2**32:
+        raise UserError(f"{what} {seed} is out of range: a seed is an integer in [0, 2**32), e.g. {what} 0")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +206,7 @@ def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
         if "regret" in summary:
             line += f", regret {summary['regret']:.4g}"
     else:
-        line += "no trial finished an epoch"
+        line += summary.get("error") or "no result"
     print(line)
     print(f"results: {spec.path}")
 
@@ -192,19 +218,21 @@ def main(argv: list[str] | None = None) -> int:
 
     source_revision()  # the checkout as this process imported it (recorded with every run)
     try:
-        return _dispatch(args)
+        with signals_as_interrupts():
+            return _dispatch(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
+    except INTERRUPTIONS as exc:
         print(
-            "interrupted: completed runs and finished trials are kept; re-run the same command to resume",
+            f"interrupted ({signal_name(exc)}): completed runs and finished trials are kept; "
+            "re-run the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return exit_code(exc)
 
 
 def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -255,10 +283,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     data_dir = _data_dir(args)
     if args.command == "run":
+        _check_seed(args.seed)
         tasks, methods, seeds = [args.task], [args.method], [args.seed]
     else:
-        tasks = [t for t in args.tasks.split(",") if t]
-        methods = [m for m in args.methods.split(",") if m]
+        tasks = _parse_names(args.tasks, "--tasks", "quadratic,ptb")
+        methods = _parse_names(args.methods, "--methods", "random,stn")
         seeds = _parse_ints(args.seeds, "--seeds")
     for task in tasks:
         preset_names = get_task(task).presets

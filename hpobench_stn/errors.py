@@ -11,3 +11,11 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError):
     """A data file that is missing or corrupt; the message names the file and how to get it."""
+
+
+class Interrupted(BaseException):
+    """A signal (SIGTERM, SIGHUP) asked the process to stop; raised where it lands, like ``KeyboardInterrupt``."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

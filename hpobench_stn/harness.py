@@ -21,7 +21,8 @@ from hpobench_stn.errors import UserError
 from hpobench_stn.optimizer import Method, Optimizer
 from hpobench_stn.registry import build_method, build_task
 from hpobench_stn.run_context import RunContext
-from hpobench_stn.status import RunStatus
+from hpobench_stn.signals import INTERRUPTIONS, signal_name
+from hpobench_stn.status import RunStatus, TrialStatus
 from hpobench_stn.store import SUMMARY, RunStore, is_complete, run_dir
 from hpobench_stn.task import Task
 from hpobench_stn.trial_runner import short_error, trial_seed
@@ -66,27 +67,59 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(spec.threads)
+    # Everything that can refuse the run (the task's data, the method's settings and door) before its folder exists.
     task = build_task(spec.task, spec.preset, data_dir=spec.data_dir, device=spec.device, download=spec.download)
     method = build_method(spec.method, task, spec.seed, spec.method_args)
+    meta = run_metadata.collect(spec, task, method, budget)
     store = RunStore(path)
     resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
-    store.write_metadata(run_metadata.collect(spec, task, method, budget))
+    store.write_metadata(meta)
     meter = BudgetMeter(
         budget, task.train_size, spent_seconds=spent.seconds, spent_examples=spent.examples, spent_epochs=spent.epochs
     )
     bar = _progress_bar(spec) if progress else None
     ctx = RunContext(task, meter, store, spec.seed, bar, replay)
     ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
-    status, error = _run_method(method, ctx)
+    interruption: BaseException | None = None
+    try:
+        status, error = _run_method(method, ctx)
+    except INTERRUPTIONS as exc:
+        interruption, status, error = exc, RunStatus.INTERRUPTED, f"interrupted by {signal_name(exc)}"
+        ctx.stop_reason = "interrupted"
     if bar is not None:
         ctx.show_progress(force=True)
         bar.close()
+    if status == RunStatus.COMPLETED and ctx.incumbent is None:
+        status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
     summary = _summary(ctx, task, status, error)
     ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
-    # A run whose method crashed (Ray failing to start on a starved machine, say) is not complete: its summary
-    # says why, and running the same command again tries it again, keeping this attempt's events.
-    store.finish(summary, complete=status != RunStatus.FAILED)
+    store.finish(summary, complete=_is_final(status, ctx))
+    if interruption is not None:
+        raise interruption
     return summary
+
+
+def _is_final(status: RunStatus, ctx: RunContext) -> bool:
+    """Whether the run is done for good. Not when the method crashed (Ray failing to start on a starved machine,
+    say), was interrupted, or ran out of budget before any trial finished an epoch: its summary says why, and running
+    the same command again tries it again, keeping this attempt's events. A run whose every trial diverged or failed
+    is final: trying again would repeat it."""
+    if status == RunStatus.NO_RESULT:
+        return bool(ctx.trial_status) and all(st != TrialStatus.CUT for st in ctx.trial_status.values())
+    return status == RunStatus.COMPLETED
+
+
+def _why_no_result(ctx: RunContext) -> str:
+    statuses = set(ctx.trial_status.values())
+    if statuses and TrialStatus.CUT not in statuses:
+        kinds = " or ".join(sorted(statuses))
+        return f"no incumbent: every trial {kinds} before a finite validation loss"
+    budget = ctx.meter.budget
+    return (
+        f"no incumbent: the budget ({budget}) ended before any trial finished an epoch "
+        f"({ctx.meter.epochs:.2f} epochs, {ctx.meter.elapsed:.0f} s spent); give a larger --budget, or fewer "
+        "--threads when other work shares the machine"
+    )
 
 
 def _run_method(method: Method, ctx: RunContext) -> tuple[RunStatus, str | None]:
@@ -120,7 +153,7 @@ def _summary(ctx: RunContext, task: Task, status: RunStatus, error: str | None) 
     summary: dict[str, Any] = {
         "status": status,
         "error": error,
-        "stop_reason": ctx.stop_reason if status == RunStatus.COMPLETED else "error",
+        "stop_reason": "error" if status == RunStatus.FAILED else ctx.stop_reason,
         "seconds": round(ctx.meter.elapsed, 4),
         "epochs": ctx.meter.epochs,
         "examples": ctx.meter.examples,

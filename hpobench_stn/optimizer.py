@@ -25,6 +25,7 @@ from hpobench_stn.status import TrialStatus
 
 if TYPE_CHECKING:
     from hpobench_stn.run_context import RunContext
+    from hpobench_stn.task import Task
 
 
 class SearchExhausted(Exception):
@@ -62,6 +63,9 @@ class Method(ABC):
     def settings(self) -> dict[str, Any]:
         """The method's settings as stored with the run: every field of its ``Settings``."""
         return self.options.to_dict()
+
+    def check_task(self, task: Task) -> None:  # noqa: B027 - optional hook
+        """Refuse (with a ``UserError``) a task this method cannot run on, before the run's folder exists."""
 
     @abstractmethod
     def run(self, ctx: RunContext) -> None:

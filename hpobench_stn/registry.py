@@ -94,6 +94,8 @@ def build_method(name: str, task: Any, seed: int, args: dict[str, Any]) -> Any:
     method_settings(name, args)
     cls = get_method(name)
     try:
-        return cls(task.space, seed, task.max_epochs, **args)
+        method = cls(task.space, seed, task.max_epochs, **args)
     except (TypeError, ValueError) as exc:
         raise UserError(f"method {name!r}: {exc}") from None
+    method.check_task(task)
+    return method

@@ -17,7 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hpobench_stn.harness import RunSpec, execute
+from hpobench_stn.signals import INTERRUPTIONS
 from hpobench_stn.store import RunStore, is_complete
+
+INTERRUPT_GRACE_SECONDS = 30.0
+WAIT_SECONDS = 1.0
 
 
 def run_sweep(
@@ -110,8 +114,32 @@ def _drive_on_ray(
         num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=max_retries, retry_exceptions=False
     )
     pending = {remote.remote(_portable(spec)): spec for spec in todo}
+    try:
+        _collect(pending, results, bar, max_retries)
+    except INTERRUPTIONS:
+        _pass_on_interruption(list(pending))
+        raise
+    return results
+
+
+def _pass_on_interruption(refs: list[Any]) -> None:
+    """Interrupt the runs still going (Ray raises ``KeyboardInterrupt`` in their workers, so each writes an
+    ``interrupted`` summary and resumes next time) and give them a little while to do so."""
+    import ray
+
+    for ref in refs:
+        ray.cancel(ref)
+    ray.wait(refs, num_returns=len(refs), timeout=INTERRUPT_GRACE_SECONDS)
+
+
+def _collect(pending: dict[Any, RunSpec], results: dict[str, dict[str, Any]], bar: Any, max_retries: int) -> None:
+    """Collect the runs as they finish, recording runs whose worker kept dying."""
+    import ray
+
     while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)  # returns to Python for signals
+        if not done:
+            continue
         spec = pending.pop(done[0])
         key = str(spec.path)
         try:
@@ -126,7 +154,6 @@ def _drive_on_ray(
             store.close()
         bar.update(1)
         bar.set_postfix_str(f"{spec.task}/{spec.method}/seed {spec.seed}: {results[key]['status']}")
-    return results
 
 
 def _portable(spec: RunSpec) -> RunSpec:

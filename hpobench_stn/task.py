@@ -198,6 +198,11 @@ class Task(ABC):
     def make_trial(self, config: Config, seed: int) -> Trial:
         """A fresh model at ``config`` (validated), seeded, ready to train epoch by epoch."""
 
+    @property
+    def has_white_box_door(self) -> bool:
+        """Whether STN methods can run on this task (it overrides :meth:`stn_problem`)."""
+        return type(self).stn_problem is not Task.stn_problem
+
     def stn_problem(self, seed: int) -> Any:
         """The white-box door for STN; tasks that have one override this."""
         raise UserError(f"task {self.name!r} has no white-box door, so STN methods cannot run on it")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hpobench_stn.budget import BudgetExhausted
+from hpobench_stn.signals import INTERRUPTIONS, signal_name
 from hpobench_stn.space import Config
 from hpobench_stn.status import TrialStatus
 
@@ -121,6 +122,24 @@ def run_trial(
     incumbent. ``on_report`` is the method's say after each non-diverged report (``False`` stops the trial).
     """
     ctx.trial_start(trial_id, config, seed)
+    try:
+        return _train_and_report(ctx, trial_id, config, seed, epochs, on_report, before_epoch, schedule)
+    except INTERRUPTIONS as exc:  # the run stops here; the trial is cut and will be trained again on resume
+        if trial_id not in ctx.trial_status:  # not when the signal landed while its end was being recorded
+            ctx.trial_end(trial_id, TrialStatus.CUT, None, f"interrupted by {signal_name(exc)}")
+        raise
+
+
+def _train_and_report(
+    ctx: RunContext,
+    trial_id: int,
+    config: Config,
+    seed: int,
+    epochs: int,
+    on_report: ReportHook | None,
+    before_epoch: EpochHook | None,
+    schedule: bool,
+) -> TrialOutcome:
     try:
         trial = ctx.task.make_trial(config, seed)
     except Exception as exc:

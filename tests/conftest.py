@@ -9,6 +9,7 @@ from hpobench_stn import registry
 def test_registry(monkeypatch):
     """Registers the faulty task and optimizer of ``faulty.py`` beside the built-ins."""
     monkeypatch.setitem(registry.BUILTIN_TASKS, "faulty-quadratic", "faulty:FaultyQuadratic")
+    monkeypatch.setitem(registry.BUILTIN_TASKS, "doorless-quadratic", "faulty:DoorlessQuadratic")
     monkeypatch.setitem(registry.BUILTIN_METHODS, "crashy-random", "faulty:CrashyRandom")
     monkeypatch.setitem(registry.BUILTIN_METHODS, "flaky-random", "faulty:FlakyRandom")
     return registry

@@ -4,6 +4,7 @@ import math
 import os
 
 from baselines.random_search import RandomSearch
+from hpobench_stn.task import Task
 from tasks.quadratic.task import QuadraticTask, QuadraticTrial
 
 
@@ -54,3 +55,11 @@ class CrashyRandom(RandomSearch):
     def tell(self, trial_id, config, outcome):
         if trial_id % 5 == 4:
             raise KeyError("simulated tell crash")
+
+
+class DoorlessQuadratic(QuadraticTask):
+    """The tiny quadratic task without a white-box door (STN methods must refuse it)."""
+
+    name = "doorless-quadratic"
+    description = "test only"
+    stn_problem = Task.stn_problem

@@ -75,6 +75,23 @@ def test_list_names_tasks_methods_presets():
             "method 'grid' has no setting 'colour'; valid settings: resolution (int >= 1); order",
         ),
         (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "a,b"], "malformed --seeds"),
+        (["sweep", "--tasks", "quadratic", "--methods", "", "--seeds", "0"], "--methods is empty"),
+        (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", ""], "--seeds is empty"),
+        (["sweep", "--tasks", " , ", "--methods", "random"], "--tasks is empty"),
+        (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "0,-2"], "--seeds -2 is out of range"),
+        (["run", "--task", "quadratic", "--method", "random", "--seed", "-1"], "--seed -1 is out of range"),
+        (
+            ["run", "--task", "quadratic", "--method", "fixed", "--method-arg", "config={'penalty_0': 0.1"],
+            "malformed --method-arg \"config={'penalty_0': 0.1\": \"{'penalty_0': 0.1\" is not a Python literal",
+        ),
+        (
+            ["run", "--task", "quadratic", "--method", "grid", "--method-arg", "resolution=abc"],
+            "setting resolution='abc' is not allowed; resolution takes int >= 1",
+        ),
+        (
+            ["run", "--task", "quadratic", "--method", "fixed", "--method-arg", "config=penalty_0"],
+            "setting config='penalty_0' is not allowed; config takes dict, or None",
+        ),
         (["run", "--task", "quadratic", "--method", "random", "--device", "tpu"], "unknown device 'tpu'"),
         (["run", "--task", "quadratic", "--method", "random", "--threads", "0"], "--threads must be at least 1"),
         (

@@ -22,6 +22,11 @@ class STN(Method):
     options: StnSettings
     delta = False
 
+    def check_task(self, task: Any) -> None:
+        """The task must have a white-box door."""
+        if not task.has_white_box_door:
+            task.stn_problem(self.seed)  # raises the task's UserError saying how to add one
+
     def run(self, ctx: Any) -> None:
         """Build the task's STN problem and train it under the run's budget."""
         import torch

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from hpobench_stn.budget import BudgetExhausted
 from hpobench_stn.errors import UserError
+from hpobench_stn.signals import INTERRUPTIONS, signal_name
 from hpobench_stn.status import TrialStatus
 from hpobench_stn.stn.hyper import HyperState
 from hpobench_stn.stn.layers import stn_parameter_groups
@@ -156,6 +157,10 @@ class StnTrainer:
                     break
         except BudgetExhausted:
             status = TrialStatus.CUT
+        except INTERRUPTIONS as exc:  # the run stops here; a resumed run trains again from the start
+            best = self.best_val_loss if self.best is not None else None
+            ctx.trial_end(TRIAL_ID, TrialStatus.CUT, best, f"interrupted by {signal_name(exc)}")
+            raise
         self._finish(ctx, status)
 
     def _end_of_epoch(self, ctx: Any) -> None:
