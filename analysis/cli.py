@@ -1,4 +1,5 @@
-"""``python -m hpobench_stn table`` and ``plot``: tables and figures from stored run folders.
+"""``python -m hpobench_stn table``, ``plot`` and ``report``: tables, figures and a self-contained HTML report from
+stored run folders.
 
 A run folder with a damaged file (a corrupt ``metadata.json`` or ``summary.json``, an unreadable line inside its
 event log) is left out with one ``warning:`` line on stderr naming the file (and line); the command goes on with
@@ -24,7 +25,7 @@ KINDS = ["curves", "rank", "regret", "ttq", "schedules"]
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register the ``table`` and ``plot`` subcommands."""
+    """Register the ``table``, ``plot`` and ``report`` subcommands."""
     target_help = (
         "time-to-quality target validation loss: VALUE for every group or TASK[/PRESET[/BUDGET]]=VALUE, repeatable "
         "(default: the best black-box method's final mean validation loss in each group)"
@@ -39,6 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     plot.add_argument("--out", required=True, help="folder for the figures")
     plot.add_argument("--kind", default="all", choices=[*KINDS, "all"])
     plot.add_argument("--target", action="append", default=None, help=target_help)
+    report = sub.add_parser("report", help="one self-contained HTML page: tables, figures, schedules, protocol")
+    report.add_argument("--runs", nargs="+", required=True, help="run folders or folders containing them")
+    report.add_argument("--out", required=True, help="folder to write report.html into")
+    report.add_argument("--target", action="append", default=None, help=target_help)
 
 
 def load(paths: list[str]) -> tuple[object, object, list[str]]:
@@ -64,12 +69,17 @@ def load(paths: list[str]) -> tuple[object, object, list[str]]:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run ``table`` or ``plot``."""
+    """Run ``table``, ``plot`` or ``report``."""
     from analysis import quality, tables
 
     overrides = quality.parse_targets(args.target)
-    runs, events, _ = load(args.runs)
+    runs, events, warnings = load(args.runs)
     out = _folder(args.out) if args.out is not None else None
+    if args.command == "report":
+        from analysis.report import write_report
+
+        print(f"wrote {write_report(runs, events, out, list(args.runs), overrides, warnings)}")
+        return 0
     if args.command == "table":
         formats = list(TABLE_FORMATS) if args.format == "all" else [args.format]
         result = tables.build(runs, events, overrides) if set(formats) & {"md", "latex", "csv"} else None

@@ -140,7 +140,17 @@ def plot_schedules(events: pd.DataFrame, out: Path, formats: tuple[str, ...] = (
             for (method, seed), line in group[group["hyperparameter"] == name].groupby(["method", "seed"]):
                 look = styles.style(method)
                 dash = styles.FALLBACK_LINES[hash_seed(seed) % len(styles.FALLBACK_LINES)]
-                ax.plot(line["epochs"], line["value"], label=f"{method} seed {seed}", color=look.color, ls=dash, lw=1)
+                strong = styles.base_name(method) in styles.HIGHLIGHTED  # STN's schedules on top, others faint
+                ax.plot(
+                    line["epochs"],
+                    line["value"],
+                    label=f"{method} seed {seed}",
+                    color=look.color,
+                    ls=dash,
+                    lw=1.1 if strong else 0.7,
+                    alpha=1.0 if strong else 0.45,
+                    zorder=look.zorder,
+                )
             ax.set_title(name, fontsize=8)
         for ax in list(axes.flat)[len(names) :]:
             ax.axis("off")

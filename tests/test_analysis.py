@@ -152,11 +152,12 @@ def test_table_and_plot_commands_regenerate_files(handmade, tmp_path):
     assert (out / "table.md").read_text() == first
 
 
-def test_analysis_never_imports_torch(handmade):
+def test_analysis_never_imports_torch(handmade, tmp_path):
     code = (
         "import sys; from hpobench_stn.cli import main; "
         f"main(['table', '--runs', {str(handmade)!r}]); "
-        "import analysis.curves; assert 'torch' not in sys.modules, 'torch was imported'"
+        f"main(['report', '--runs', {str(handmade)!r}, '--out', {str(tmp_path)!r}]); "
+        "import analysis.curves, analysis.browser; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
