@@ -11,8 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpobench_stn.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from analysis.quality import Targets
 
 TABLE_FORMATS = {
     "md": "table.md",
@@ -46,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--target", action="append", default=None, help=target_help)
 
 
-def load(paths: list[str]) -> tuple[object, object, list[str]]:
+def load(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(runs, events, warnings) of the runs under ``paths`` that ended; each damaged run folder is left out with a
     ``warning:`` line on stderr. A UserError when nothing usable remains."""
     from hpobench_stn.store import load_results
@@ -103,7 +109,9 @@ def dispatch(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot(runs, events, out: Path, kind: str = "all", overrides=None) -> list[Path]:
+def plot(
+    runs: pd.DataFrame, events: pd.DataFrame, out: Path, kind: str = "all", overrides: Targets | None = None
+) -> list[Path]:
     """Write the figures of ``kind`` ("all" or one of ``KINDS``) into ``out``; returns their paths."""
     from analysis import quality
     from analysis.curves import plot_anytime, plot_schedules

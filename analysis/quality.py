@@ -21,6 +21,7 @@ from hpobench_stn.errors import UserError
 KEY = GROUP[:-1]
 UNIT_ORDER = ("t", "cpu_t", "epochs")
 WHITE_BOX = {"stn", "delta-stn", "replay"}  # every other method is black-box (fixed included)
+Targets = dict[tuple[str, ...], float]  # --target: (task[, preset[, budget]]) or () -> value
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ def is_black_box(method_name: str) -> bool:
     return method_name not in WHITE_BOX
 
 
-def parse_targets(specs: list[str] | None) -> dict[tuple[str, ...], float]:
+def parse_targets(specs: list[str] | None) -> Targets:
     """``--target`` values: ``VALUE`` for every group, or ``TASK[/PRESET[/BUDGET]]=VALUE`` for some."""
-    out: dict[tuple[str, ...], float] = {}
+    out: Targets = {}
     for spec in specs or []:
         where, _, value = spec.rpartition("=")
         try:
@@ -51,7 +52,7 @@ def parse_targets(specs: list[str] | None) -> dict[tuple[str, ...], float]:
     return out
 
 
-def targets(runs: pd.DataFrame, overrides: dict[tuple[str, ...], float] | None = None) -> dict[tuple, Target]:
+def targets(runs: pd.DataFrame, overrides: Targets | None = None) -> dict[tuple, Target]:
     """Per group: the most specific ``overrides`` entry that matches it, else the best black-box method's mean
     final validation loss over its seeds that completed (groups without a black-box method get none)."""
     out: dict[tuple, Target] = {}

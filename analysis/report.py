@@ -21,7 +21,7 @@ from analysis import tables
 from analysis.curves import plot_anytime, plot_schedules
 from analysis.figures import plot_rank, plot_regret, plot_ttq
 from analysis.protocol import protocol, split_common
-from analysis.quality import KEY, compared_runs, denominators, units
+from analysis.quality import KEY, Targets, compared_runs, denominators, units
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 1.5rem auto; max-width: 88rem;
@@ -150,7 +150,11 @@ def _group_section(
 
 
 def render(
-    runs: pd.DataFrame, events: pd.DataFrame, sources: list[str], overrides=None, warnings: list[str] | None = None
+    runs: pd.DataFrame,
+    events: pd.DataFrame,
+    sources: list[str],
+    overrides: Targets | None = None,
+    warnings: list[str] | None = None,
 ) -> str:
     """The report page as HTML text."""
     result = tables.build(runs, events, overrides)
@@ -184,7 +188,7 @@ def write_report(
     events: pd.DataFrame,
     out: Path,
     sources: list[str],
-    overrides=None,
+    overrides: Targets | None = None,
     warnings: list[str] | None = None,
 ) -> Path:
     """Write ``out/report.html`` and return its path."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.aggregate import COST, FAILED, GROUP, METRICS, Mark, Metric, available, compare, outcome, summarize
-from analysis.quality import KEY, Target, all_units, targets
+from analysis.quality import KEY, Target, Targets, all_units, targets
 from analysis.stats import ALPHA, holm, smallest_p
 from analysis.styles import UNIT_NAMES
 from hpobench_stn.errors import UserError
@@ -96,7 +96,7 @@ class Comparison:
 def build(
     runs: pd.DataFrame,
     events: pd.DataFrame | None = None,
-    overrides: dict[tuple[str, ...], float] | None = None,
+    overrides: Targets | None = None,
     metrics: list[Metric] | None = None,
 ) -> Comparison:
     """The comparison of ``runs`` (schedule replays left out); with ``events`` also time to quality, towards
@@ -135,7 +135,7 @@ def _undetectable(summary: pd.DataFrame, marks: list[Mark]) -> dict[tuple, tuple
     return out
 
 
-def _built(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None, overrides) -> Comparison:
+def _built(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None, overrides: Targets | None) -> Comparison:
     return runs if isinstance(runs, Comparison) else build(runs, events, overrides)
 
 
@@ -224,7 +224,9 @@ def notes(result: Comparison, group: tuple | None = None) -> list[str]:
     return lines
 
 
-def to_markdown(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides=None) -> str:
+def to_markdown(
+    runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides: Targets | None = None
+) -> str:
     """The comparison (of ``runs``, or one already built) as a Markdown table with its notes (bold: best; \\*:
     differs from the best; ?: no difference can be detected with these seeds)."""
     result = _built(runs, events, overrides)
@@ -242,7 +244,9 @@ def latex_escape(text: str) -> str:
     return text.replace("±", r"$\pm$").replace("≥", r"$\geq$").replace("α", r"$\alpha$")
 
 
-def to_latex(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides=None) -> str:
+def to_latex(
+    runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides: Targets | None = None
+) -> str:
     """The comparison as a LaTeX tabular (booktabs), its notes below it."""
     result = _built(runs, events, overrides)
     table = formatted(result, "latex")
@@ -257,7 +261,9 @@ def to_latex(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None
     return "\n".join(lines) + "\n"
 
 
-def to_csv(runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides=None) -> str:
+def to_csv(
+    runs: pd.DataFrame | Comparison, events: pd.DataFrame | None = None, overrides: Targets | None = None
+) -> str:
     """The numbers, unrounded: per row the seed counts, each metric's mean, standard error, 95% half-width, mark
     and raw / Holm-adjusted p; time to quality per unit; the group's target."""
     result = _built(runs, events, overrides)

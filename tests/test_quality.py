@@ -86,6 +86,10 @@ def test_average_rank_over_the_budget(race):
     assert end.to_dict() == {"grid": 1.5, "random": 3.0, "stn": 1.5}
     # before any report every method shares the same place
     assert set(rank.xs(0.0, level="fraction")["rank"]) == {2.0}
+    # a method that has not reported yet is last, behind any value
+    late = events[~((events["method"] == "stn") & (events["epochs"] == 2))]
+    early = average_rank(runs, late, "epochs", points=11).set_index(["method", "fraction"])["rank"]
+    assert early.xs(0.2, level="fraction").to_dict() == {"grid": 1.0, "random": 2.0, "stn": 3.0}
 
 
 def test_normalised_regret_runs_from_the_worst_to_the_best_value_of_the_group(race):
