@@ -1,27 +1,32 @@
-"""Anytime curves (best validation loss so far against wall-clock or epochs) and hyperparameter schedules.
+"""Anytime curves (best validation loss so far against wall-clock, CPU time or epochs) and hyperparameter schedules.
 
 Resampling is a step function that carries the best value observed so far forward and is NaN before a run's
 first report, so a curve never shows a value before it was observed. The mean over seeds is drawn only where
-every seed has reported. Works on :func:`hpobench_stn.store.load_events` output; never imports torch.
+every seed has reported. Failed runs and schedule replays are left out. Works on
+:func:`hpobench_stn.store.load_events` output; never imports torch.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-AXES = {"t": "wall-clock seconds", "epochs": "epoch-equivalents"}
+from analysis import styles
+
 COMPARISON = ["task", "preset", "budget"]  # runs are compared only within one of these groups
 
 
 def _compared(events: pd.DataFrame) -> pd.DataFrame:
-    """Events of every run but schedule replays (they follow another run's schedule; see the replay table)."""
+    """Events of every run but failed ones (counted in the tables) and schedule replays (they follow another run's
+    schedule; see the replay table)."""
     names = events["method_name"] if "method_name" in events else events["method"]
-    return events[names != "replay"]
+    keep = names != "replay"
+    if "run_status" in events:
+        keep &= events["run_status"] != "failed"
+    return events[keep]
 
 
 def _stem(key: tuple[str, str, str]) -> str:
@@ -93,56 +98,37 @@ def schedules(events: pd.DataFrame) -> pd.DataFrame:
     return long
 
 
-def _save(fig: Any, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf`` without timestamps (so regenerated files are identical), close."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=150, metadata={"Software": None})
-    fig.savefig(paths[1], metadata={"CreationDate": None, "Producer": None})
-    plt.close(fig)
-    return paths
-
-
-def plot_anytime(events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | None = None) -> list[Path]:
-    """One figure per (task, preset, budget): mean ± standard error of the best validation loss so far; PNG and
-    PDF, named ``anytime-TASK-PRESET-BUDGET-AXIS``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
+def plot_anytime(
+    events: pd.DataFrame, out: Path, x: str = "t", log_y: bool | None = None, formats: tuple[str, ...] = ("png", "pdf")
+) -> list[Path]:
+    """One figure per (task, preset, budget): mean ± standard error of the best validation loss so far, each
+    method in its own style (:mod:`analysis.styles`); named ``anytime-TASK-PRESET-BUDGET-AXIS``."""
+    plt = styles.setup()
     data = anytime(events, x)
     written = []
     for key, group in data.groupby(COMPARISON, sort=True):
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        for method, line in group.groupby("method"):
-            ax.plot(line[x], line["mean"], label=f"{method} (n={int(line['n'].iloc[0])})")
-            ax.fill_between(line[x], line["mean"] - line["se"], line["mean"] + line["se"], alpha=0.2)
+        fig, ax = plt.subplots(figsize=(6.2, 3.6))
+        for method in styles.drawing_order(list(group["method"].unique())):
+            line = group[group["method"] == method]
+            look = styles.style(method)
+            ax.plot(line[x], line["mean"], label=f"{method} (n={int(line['n'].iloc[0])})", **look.kwargs())
+            low, high = line["mean"] - line["se"], line["mean"] + line["se"]
+            ax.fill_between(line[x], low, high, color=look.color, alpha=0.12, lw=0, zorder=look.zorder - 0.5)
         values = group["mean"].dropna()
         if log_y or (log_y is None and len(values) and values.min() > 0 and values.max() / values.min() > 10):
             ax.set_yscale("log")
-        ax.set_xlabel(AXES[x])
+        ax.set_xlabel(styles.UNITS[x])
         ax.set_ylabel("best validation loss so far")
-        ax.set_title(f"{key[0]} ({key[1]} preset, budget {key[2]}): anytime performance")
-        ax.legend(fontsize=7)
-        written += _save(fig, Path(out) / f"anytime-{_stem(key)}-{x}")
+        ax.set_title(f"{key[0]} ({key[1]} preset, budget {key[2]}): anytime performance", fontsize=9)
+        styles.legend_outside(ax)
+        written += styles.save(fig, Path(out) / f"anytime-{_stem(key)}-{x}", formats)
     return written
 
 
-def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
-    """One figure per (task, preset, budget): one panel per hyperparameter, one line per (method, seed); PNG and
-    PDF, named ``schedules-TASK-PRESET-BUDGET``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
+def plot_schedules(events: pd.DataFrame, out: Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """One figure per (task, preset, budget): one panel per hyperparameter, one line per (method, seed) in the
+    method's colour; named ``schedules-TASK-PRESET-BUDGET``."""
+    plt = styles.setup()
     data = schedules(events)
     written = []
     for key, group in data.groupby(COMPARISON, sort=True):
@@ -152,12 +138,30 @@ def plot_schedules(events: pd.DataFrame, out: Path) -> list[Path]:
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharex=True)
         for ax, name in zip(axes.flat, names, strict=False):
             for (method, seed), line in group[group["hyperparameter"] == name].groupby(["method", "seed"]):
-                ax.plot(line["epochs"], line["value"], label=f"{method} seed {seed}", lw=1)
+                look = styles.style(method)
+                dash = styles.FALLBACK_LINES[hash_seed(seed) % len(styles.FALLBACK_LINES)]
+                strong = styles.base_name(method) in styles.HIGHLIGHTED  # STN's schedules on top, others faint
+                ax.plot(
+                    line["epochs"],
+                    line["value"],
+                    label=f"{method} seed {seed}",
+                    color=look.color,
+                    ls=dash,
+                    lw=1.1 if strong else 0.7,
+                    alpha=1.0 if strong else 0.45,
+                    zorder=look.zorder,
+                )
             ax.set_title(name, fontsize=8)
         for ax in list(axes.flat)[len(names) :]:
             ax.axis("off")
-        axes.flat[0].legend(fontsize=6)
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=6, frameon=False)
         fig.supxlabel("epoch-equivalents spent")
         fig.suptitle(f"{key[0]} ({key[1]} preset, budget {key[2]}): hyperparameter schedules")
-        written += _save(fig, Path(out) / f"schedules-{_stem(key)}")
+        written += styles.save(fig, Path(out) / f"schedules-{_stem(key)}", formats)
     return written
+
+
+def hash_seed(seed: object) -> int:
+    """A seed as a small non-negative integer (seeds are integers; anything else by its text)."""
+    return int(seed) if isinstance(seed, int | np.integer) and seed >= 0 else sum(map(ord, str(seed)))

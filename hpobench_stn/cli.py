@@ -269,7 +269,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         _cmd_list()
         return 0
-    if args.command in ("table", "plot"):
+    if args.command in ("table", "plot", "report"):
         from analysis.cli import dispatch
 
         return dispatch(args)

@@ -5,7 +5,9 @@
 ``summary.json``   the incumbent and totals (written atomically at the end)
 ``COMPLETE``       the completion marker; a sweep skips runs that have it
 
-Loaders return pandas DataFrames; a truncated last line of an event log (a kill mid-write) is ignored.
+Loaders return pandas DataFrames; a truncated last line of an event log (a kill mid-write) is ignored. A file that
+cannot be read otherwise (a corrupt ``summary.json`` or ``metadata.json``, an unreadable line inside the event log)
+is a :class:`DamagedFile`, which names the file and the line.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,6 +28,17 @@ METADATA = "metadata.json"
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
 COMPLETE = "COMPLETE"
+REQUIRED_METADATA = ("task", "preset", "method", "seed", "budget_text")
+
+
+class DamagedFile(UserError):
+    """A file of a run folder that cannot be read: ``path``, ``line`` (event logs, 1-based; else None) and
+    ``reason``. Analysis leaves the run out with a warning naming the file."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None) -> None:
+        self.path, self.reason, self.line = Path(path), reason, line
+        where = f"{path} line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}; the run is left out (repair or delete the file)")
 
 
 def _jsonable(value: Any) -> Any:
@@ -98,8 +112,15 @@ class RunStore:
         write_json_atomic(self.path / METADATA, metadata)
 
     def open_events(self) -> None:
-        """Open the event log for appending (a resumed run appends to what it had)."""
-        self._events = open(self.path / EVENTS, "a", buffering=1)  # noqa: SIM115 - kept open for the run
+        """Open the event log for appending (a resumed run appends to what it had, less a torn last line left by
+        a kill mid-write, which would otherwise be glued to the first new event)."""
+        file = self.path / EVENTS
+        if file.exists():
+            data = file.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(file, "r+b") as fh:
+                    fh.truncate(data.rfind(b"\n") + 1)
+        self._events = open(file, "a", buffering=1)  # noqa: SIM115 - kept open for the run
 
     def event(self, **fields: Any) -> None:
         """Append one event line and flush it."""
@@ -130,20 +151,42 @@ class RunStore:
             self._events = None
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """The events of one run folder; a truncated last line is dropped. An archived run may hold them gzipped
-    (``events.jsonl.gz``, as the committed reference results do; see :func:`archive_events`)."""
+def read_events(path: Path, strict: bool = False) -> list[dict[str, Any]]:
+    """The events of one run folder; a truncated last line (a kill mid-write) is dropped. An archived run may hold
+    them gzipped (``events.jsonl.gz``, as the committed reference results do; see :func:`archive_events`).
+
+    A line that is not a JSON object before the last line, or an archive that cannot be unpacked, means the log is
+    damaged: with ``strict`` that raises :class:`DamagedFile` (naming the file and line); without it the events up
+    to that point are returned."""
     file = Path(path) / EVENTS
     archived = file.with_name(EVENTS + ".gz")
     if not file.exists() and not archived.exists():
         return []
+    source = file if file.exists() else archived
+    try:
+        with open(file, "rb") if file.exists() else gzip.open(archived, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:
+        if strict:
+            raise DamagedFile(source, f"cannot be read ({exc})") from None
+        return []
+    lines = data.split(b"\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     events = []
-    with open(file) if file.exists() else gzip.open(archived, "rt") as fh:
-        for line in fh:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+    for number, line in enumerate(lines[: last + 1], start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if number - 1 == last:
+                break  # torn by a kill mid-write
+            if strict:
+                raise DamagedFile(source, "not a JSON event (a torn or corrupted line)", line=number) from None
+            break
+        events.append(event)
     return events
 
 
@@ -192,46 +235,111 @@ def method_label(meta: dict[str, Any]) -> str:
     return f"{meta['method']} [{shown}]" if shown else meta["method"]
 
 
-def load_runs(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
-    """One row per run: metadata (task, preset, method label (see :func:`method_label`), method name, seed,
-    budget) joined with the flattened summary (nested keys joined with dots: ``incumbent.test_metrics.loss``,
-    ``incumbent.config.penalty_0``)."""
+# metadata copied into each run's row (as ``meta.KEY``; dicts flattened): what the protocol and budget units need
+ROW_METADATA = ("budget", "clock", "trial_epochs", "threads", "cost_factors", "git", "versions", "device", "started")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a run folder's file; :class:`DamagedFile` when it cannot be read or is not an object."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DamagedFile(path, f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DamagedFile(path, f"not a JSON object (a {type(data).__name__})")
+    return data
+
+
+def read_run(run: Path, events: bool = True) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(metadata, summary, events) of one run folder; the summary is ``{}`` while the run has none, the events
+    ``[]`` unless asked for. Raises :class:`DamagedFile` for the first file that cannot be read."""
+    meta = read_json(run / METADATA)
+    missing = [key for key in REQUIRED_METADATA if key not in meta]
+    if missing:
+        raise DamagedFile(run / METADATA, f"lacks {', '.join(missing)}")
+    summary = read_json(run / SUMMARY) if (run / SUMMARY).exists() else {}
+    return meta, summary, read_events(run, strict=True) if events else []
+
+
+def is_finished(run: Path, summary: dict[str, Any]) -> bool:
+    """True for a run that ended: complete, or failed (its summary says so; it is not complete, so that running it
+    again retries it, but until then it counts as a failed seed)."""
+    return is_complete(run) or summary.get("status") == "failed"
+
+
+def _row(run: Path, meta: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    row = {
+        "path": str(run),
+        "task": meta["task"],
+        "preset": meta["preset"],
+        "method": method_label(meta),
+        "method_name": meta["method"],
+        "seed": meta["seed"],
+        "budget": meta["budget_text"],
+        "complete": is_complete(run),
+    }
+    for key in ROW_METADATA:
+        if isinstance(meta.get(key), dict):
+            row.update(_flatten(meta[key], f"meta.{key}."))
+        elif key in meta:
+            row[f"meta.{key}"] = meta[key]
+    row["meta.max_epochs"] = (meta.get("task_description") or {}).get("max_epochs")
+    row.update(_flatten(meta.get("method_settings") or {}, "settings."))
+    row.update(_flatten(summary))
+    return row
+
+
+def load_results(
+    paths: Iterable[str | Path],
+    complete_only: bool = True,
+    on_damage: Callable[[DamagedFile], None] | None = None,
+    events: bool = True,
+) -> tuple[Any, Any]:
+    """(runs, events) as :func:`load_runs` and :func:`load_events` give them, read in one pass so that both hold
+    the same runs. A run with a damaged file is passed to ``on_damage`` and left out of both; without
+    ``on_damage`` the :class:`DamagedFile` is raised."""
     import pandas as pd
 
-    rows = []
-    for run in find_runs(paths, complete_only):
-        meta = json.loads((run / METADATA).read_text())
-        summary = json.loads((run / SUMMARY).read_text()) if (run / SUMMARY).exists() else {}
-        row = {
-            "path": str(run),
-            "task": meta["task"],
-            "preset": meta["preset"],
-            "method": method_label(meta),
-            "method_name": meta["method"],
-            "seed": meta["seed"],
-            "budget": meta["budget_text"],
-            "complete": is_complete(run),
-        }
-        row.update(_flatten(meta.get("method_settings") or {}, "settings."))
-        row.update(_flatten(summary))
+    rows, frames = [], []
+    for run in find_runs(paths, complete_only=False):
+        try:
+            meta, summary, log = read_run(run, events=events)
+        except DamagedFile as damage:
+            if on_damage is None:
+                raise
+            on_damage(damage)
+            continue
+        if complete_only and not is_finished(run, summary):
+            continue
+        row = _row(run, meta, summary)
         rows.append(row)
-    return pd.DataFrame(rows)
+        if events:
+            frame = pd.json_normalize(log) if log else pd.DataFrame()
+            for key in ("task", "preset", "seed", "method", "method_name", "budget", "path"):
+                frame[key] = row[key]
+            frame["run_status"] = summary.get("status", "running")
+            frames.append(frame)
+    runs = pd.DataFrame(rows)
+    return runs, pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def load_events(paths: Iterable[str | Path], complete_only: bool = True) -> Any:
-    """One row per event of every run, with the run's task, preset, budget, method and seed beside it."""
-    import pandas as pd
+def load_runs(
+    paths: Iterable[str | Path],
+    complete_only: bool = True,
+    on_damage: Callable[[DamagedFile], None] | None = None,
+) -> Any:
+    """One row per run: metadata (task, preset, method label (see :func:`method_label`), method name, seed,
+    budget; ``meta.*``: budget units, clock, git, versions, device) joined with the flattened summary (nested keys
+    joined with dots: ``incumbent.test_metrics.loss``, ``incumbent.config.penalty_0``). ``complete_only`` keeps the
+    runs that ended (see :func:`is_finished`): failed runs are rows too, with ``status`` "failed"."""
+    return load_results(paths, complete_only, on_damage, events=False)[0]
 
-    frames = []
-    for run in find_runs(paths, complete_only):
-        meta = json.loads((run / METADATA).read_text())
-        events = read_events(run)
-        frame = pd.json_normalize(events) if events else pd.DataFrame()
-        for key in ("task", "preset", "seed"):
-            frame[key] = meta[key]
-        frame["method"] = method_label(meta)
-        frame["method_name"] = meta["method"]
-        frame["budget"] = meta["budget_text"]
-        frame["path"] = str(run)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+def load_events(
+    paths: Iterable[str | Path],
+    complete_only: bool = True,
+    on_damage: Callable[[DamagedFile], None] | None = None,
+) -> Any:
+    """One row per event of every run, with the run's task, preset, budget, method, seed and ``run_status`` (its
+    summary's status) beside it."""
+    return load_results(paths, complete_only, on_damage)[1]

@@ -1,6 +1,5 @@
 """Analysis: aggregation, curve resampling and significance marking on handmade runs with known answers."""
 
-import json
 import math
 import subprocess
 import sys
@@ -10,42 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import Metric, best_and_ties, summarize
+from analysis.aggregate import Metric, compare, summarize
 from analysis.curves import anytime, resample, schedules
 from analysis.tables import paper_table, to_csv, to_latex, to_markdown
 from hpobench_stn.store import load_events, load_runs
+from tests.runfolders import write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _write_run(root, method, seed, val, test, reports, hparams=None, budget="10ep", args=None):
-    path = root / "toy" / "cpu" / (method + ("+" + str(len(args)) if args else "")) / budget / f"seed-{seed}"
-    path.mkdir(parents=True)
-    meta = {"task": "toy", "preset": "cpu", "method": method, "seed": seed, "budget_text": budget}
-    meta["method_args"] = args or {}
-    (path / "metadata.json").write_text(json.dumps(meta))
-    summary = {
-        "val_loss": val,
-        "test_loss": test,
-        "seconds": 10.0 * (seed + 1),
-        "epochs": 10.0,
-        "trials": 2,
-        "incumbent": {"test_metrics": {"loss": test}},
-    }
-    (path / "summary.json").write_text(json.dumps(summary))
-    lines = [
-        {
-            "event": "report",
-            "t": t,
-            "epochs": e,
-            "val_loss": v,
-            "trial": 0,
-            **({"hparams": hparams(e)} if hparams else {}),
-        }
-        for t, e, v in reports
-    ]
-    (path / "events.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    (path / "COMPLETE").write_text("")
+_write_run = write_run
 
 
 @pytest.fixture
@@ -71,26 +44,33 @@ def test_aggregation_gives_known_means_and_standard_errors(handmade):
     assert summary.loc["a", "val_loss.se"] == pytest.approx(np.std([1, 2, 3, 4, 5, 6], ddof=1) / math.sqrt(6))
     assert summary.loc["b", "test_loss.mean"] == pytest.approx(np.mean([2, 3, 4, 5, 6, 7.5]) + 0.5)
     assert summary.loc["a", "n"] == 6 and summary.loc["a", "seconds.mean"] == pytest.approx(35.0)
+    # 95% Student-t half-width: t(0.975, 5) = 2.5706
+    assert summary.loc["a", "val_loss.ci"] == pytest.approx(2.5706 * summary.loc["a", "val_loss.se"], rel=1e-4)
+    assert summary.loc["a", "failed"] == 0 and summary.loc["a", "no_incumbent"] == 0
 
 
 def test_significance_marking_on_a_constructed_case(handmade):
-    marks = best_and_ties(load_runs([handmade]), Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
-    # b is worse than a on all six paired seeds: one-sided Wilcoxon p = 1/64 < 0.05
-    assert marks["a"] == {"best": True, "tie": False} and marks["b"] == {"best": False, "tie": False}
+    marks = compare(load_runs([handmade]), Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
+    # a = 1..6 and b = 2..7.5 overlap: two-sided Mann-Whitney p = 420/924 (exact, ties included), no significant
+    # difference, though one comparison of 6 against 6 seeds could reach p = 2/924
+    assert marks["a"].kind == "best" and marks["b"].kind == "ns" and marks["b"].p == pytest.approx(420 / 924)
     runs = load_runs([handmade])
-    runs = runs[runs["seed"] < 3]  # three seeds: the smallest attainable p is 1/8, so b is not significantly worse
-    marks = best_and_ties(runs, Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
-    assert marks["b"] == {"best": False, "tie": True}
+    runs = runs[runs["seed"] < 3]  # three seeds: the smallest attainable p is 0.1, so no difference is detectable
+    marks = compare(runs, Metric("val_loss", "val loss"))[("toy", "cpu", "10ep")]
+    assert marks["b"].kind == "nd"
 
 
 def test_tables_mark_best_and_render_every_format(handmade):
     runs = load_runs([handmade])
     md = to_markdown(runs)
-    assert "| toy | cpu | 10ep | a | 6 | **3.5 ± 0.76** |" in md
-    assert "| toy | cpu | 10ep | b | 6 | 4.583 ± 0.82 |" in md
-    assert r"\textbf{3.5 $\pm$ 0.76}" in to_latex(runs)
+    # mean ± half-width of the 95% Student-t interval; seeds completed, failed, without incumbent
+    assert "| toy | cpu | 10ep | a | 6 | 0 | 0 | **3.5 ± 2** | **4 ± 2** |" in md
+    assert "| toy | cpu | 10ep | b | 6 | 0 | 0 | 4.583 ± 2.1 | 5.083 ± 2.1 |" in md
+    assert "two-sided Mann-Whitney U" in md and "Wilcoxon" not in md and "†" not in md
+    assert r"\textbf{3.5 $\pm$ 2}" in to_latex(runs)
     csv = pd.read_csv(__import__("io").StringIO(to_csv(runs)))
-    assert list(csv["val_loss.mark"].fillna("")) == ["best", ""]
+    assert list(csv["val_loss.mark"].fillna("")) == ["best", "ns"]
+    assert csv.loc[1, "val_loss.p_holm"] == pytest.approx(420 / 924)
     assert "| a | 3.5 | 4 |" in paper_table(runs)
 
 
@@ -131,7 +111,7 @@ def test_settings_are_never_pooled_and_replays_stay_out_of_comparisons(handmade)
     rows = summary.set_index("method")
     assert rows.loc["a", "val_loss.mean"] == pytest.approx(3.5) and rows.loc["a [num_cpus=1]", "n"] == 2
     table = to_markdown(runs)
-    assert "| a [num_cpus=1] | 2 |" in table and "replay" not in table
+    assert "| a [num_cpus=1] | 2 | 0 | 0 |" in table and "replay" not in table
     assert "replay" not in set(anytime(load_events([handmade]))["method"])
 
 
@@ -172,11 +152,12 @@ def test_table_and_plot_commands_regenerate_files(handmade, tmp_path):
     assert (out / "table.md").read_text() == first
 
 
-def test_analysis_never_imports_torch(handmade):
+def test_analysis_never_imports_torch(handmade, tmp_path):
     code = (
         "import sys; from hpobench_stn.cli import main; "
         f"main(['table', '--runs', {str(handmade)!r}]); "
-        "import analysis.curves; assert 'torch' not in sys.modules, 'torch was imported'"
+        f"main(['report', '--runs', {str(handmade)!r}, '--out', {str(tmp_path)!r}]); "
+        "import analysis.curves, analysis.browser; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

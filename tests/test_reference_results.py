@@ -24,6 +24,17 @@ def test_reference_results_are_committed():
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_rank_and_time_to_quality_figures_are_committed(task):
+    names = {p.name for p in (REFERENCE / task).iterdir()}
+    for kind in ("rank", "ttq", "anytime"):
+        assert any(n.startswith(f"{kind}-{task}-") and n.endswith(".png") for n in names), f"{kind}: {FIX}"
+    if task == "quadratic":  # the task with a known optimum
+        assert any(n.startswith("regret-quadratic-") for n in names), FIX
+    assert (REFERENCE / "report.html").exists() and (REFERENCE / "report-first-screen.png").exists(), FIX
+    assert (REFERENCE / "report-first-screen.png").stat().st_size < 300_000
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_committed_tables_regenerate_exactly(task, tmp_path):
     _cli("table", "--runs", f"results/reference/runs/{task}", "--format", "all", "--out", str(tmp_path))
     for table in sorted(tmp_path.iterdir()):
@@ -47,3 +58,9 @@ def test_committed_figures_regenerate_exactly(task, tmp_path):
         committed = REFERENCE / task / name
         assert committed.exists(), f"{committed} is missing: {FIX}"
         assert (tmp_path / name).read_bytes() == committed.read_bytes(), f"{committed} differs: {FIX}"
+
+
+@pytest.mark.slow
+def test_committed_report_regenerates_exactly(tmp_path):
+    _cli("report", "--runs", "results/reference/runs", "--out", str(tmp_path))
+    assert (tmp_path / "report.html").read_bytes() == (REFERENCE / "report.html").read_bytes(), FIX
