@@ -96,10 +96,16 @@ class Bridge:
         return True
 
     def sync_deadline(self) -> None:
-        """Tell the ledger the wall-clock deadline of the run's meter (which pauses while the driver reports)."""
+        """Tell the ledger the seconds the run's meter has left: a wall-clock deadline (the meter pauses while the
+        driver reports), or the CPU-seconds left of a CPU-time budget."""
         budget = self.ctx.meter.budget
-        if budget.seconds is not None:
-            self.ledger.set_deadline.remote(time.time() + budget.seconds - self.ctx.meter.elapsed)
+        if budget.seconds is None:
+            return
+        left = budget.seconds - self.ctx.meter.elapsed
+        if budget.clock == "cpu":
+            self.ledger.set_cpu_left.remote(left)
+        else:
+            self.ledger.set_deadline.remote(time.time() + left)
 
     # events ---------------------------------------------------------------------------------------------------
     def start(self, tune_id: str, config: dict[str, Any]) -> None:
@@ -126,7 +132,10 @@ class Bridge:
         self._slowest_epoch = max(self._slowest_epoch, float(result.get("time_this_iter_s") or 0.0))
         tid = self.ids[tune_id]
         self.ctx.meter.record(int(result["examples"]))
+        self.ctx.meter.add_cpu(float(result.get("cpu_seconds") or 0.0))
         self.ledger.confirm.remote(tune_id, int(result["examples"]))
+        if self.ctx.meter.budget.clock == "cpu":
+            self.sync_deadline()
         self.last[tune_id] = result
         if result.get("failed"):
             return True
@@ -206,6 +215,7 @@ class Bridge:
         restart the meter's clock."""
         state = self.ledger_state(fresh=True)
         self.ctx.meter.record(int(state["unreported"] + state["outstanding"]))
+        self.ctx.meter.add_cpu(state["unreported_cpu"])
         for tune_id in list(self.ids):
             self.end(tune_id)
         self._over.close()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.clock import CpuClock, WallClock, process_cpu_seconds
 
 if TYPE_CHECKING:
     from hpobench_stn.space import Config
@@ -44,21 +45,28 @@ class Ledger:
     minibatch. A trial whose worker died with a grant outstanding is written off by the driver with ``abandon``.
     """
 
-    def __init__(self, examples_left: float, deadline: float) -> None:
+    def __init__(self, examples_left: float, deadline: float, cpu_seconds_left: float | None = None) -> None:
         self.left = examples_left
         self.deadline = deadline
+        self.cpu_left = cpu_seconds_left  # a CPU-time budget: seconds left by the driver's CPU meter
         self.outstanding: dict[str, int] = {}
         self.unreported = 0
+        self.unreported_cpu = 0.0
         self.closed = False
         self.ended = False
 
-    def grant(self, trial: str, want: int) -> tuple[int, float]:
-        """Up to ``want`` examples for ``trial`` (0 once the budget or the wall-clock is spent), and seconds left."""
-        seconds = self.deadline - time.time()
+    def seconds_left(self) -> float:
+        """Seconds left of the budget's clock: wall-clock to the deadline, or CPU-seconds."""
+        return self.deadline - time.time() if self.cpu_left is None else self.cpu_left
+
+    def grant(self, trial: str, want: int) -> tuple[int, float, str]:
+        """Up to ``want`` examples for ``trial`` (0 once the budget's examples or seconds are spent), the seconds
+        left, and which clock they count (``"wall"`` or ``"cpu"``)."""
+        seconds = self.seconds_left()
         n = 0 if seconds <= 0 or self.closed else int(min(want, self.left))
         self.left -= n
         self.outstanding[trial] = self.outstanding.get(trial, 0) + n
-        return n, seconds
+        return n, seconds, "wall" if self.cpu_left is None else "cpu"
 
     def refund(self, trial: str, unused: int) -> None:
         """Return the part of a grant an epoch did not use."""
@@ -69,11 +77,13 @@ class Ledger:
         """The driver recorded a report of ``examples``."""
         self.outstanding[trial] = self.outstanding.get(trial, 0) - examples
 
-    def cut(self, trial: str, granted: int, used: int) -> None:
-        """The budget cut an epoch after ``used`` of its ``granted`` examples: spent, never reported."""
+    def cut(self, trial: str, granted: int, used: int, cpu_seconds: float = 0.0) -> None:
+        """The budget cut an epoch after ``used`` of its ``granted`` examples and ``cpu_seconds``: spent, never
+        reported."""
         self.refund(trial, granted - used)
         self.outstanding[trial] -= used
         self.unreported += used
+        self.unreported_cpu += cpu_seconds
         self.closed = True
 
     def abandon(self, trial: str) -> None:
@@ -92,13 +102,18 @@ class Ledger:
         """Move the wall-clock deadline (the driver's meter pauses while it reports)."""
         self.deadline = deadline
 
+    def set_cpu_left(self, seconds: float) -> None:
+        """The CPU-seconds the driver's meter has left (a CPU-time budget)."""
+        self.cpu_left = seconds
+
     def state(self) -> dict[str, float]:
         """Examples left (0 once closed), granted and not settled, spent and never reported; seconds left."""
         return {
             "left": 0 if self.closed else self.left,
             "outstanding": sum(self.outstanding.values()),
             "unreported": self.unreported,
-            "seconds": self.deadline - time.time(),
+            "unreported_cpu": self.unreported_cpu,
+            "seconds": self.seconds_left(),
         }
 
 
@@ -151,17 +166,24 @@ class EpochGrants:
         self.train_size = train_size
         self.granted = 0
         self.meter: BudgetMeter | None = None
+        self._cpu_start = process_cpu_seconds()
 
     def open(self, _trial: Trial) -> None:
         """Take the next epoch's grant; raise :class:`BudgetExhausted` when the ledger grants nothing."""
         import ray
 
-        self.granted, seconds = ray.get(self.ledger.grant.remote(self.trial, self.train_size))
+        self.granted, seconds, clock = ray.get(self.ledger.grant.remote(self.trial, self.train_size))
         self.meter = None
         if self.granted <= 0:
             raise BudgetExhausted
-        budget = Budget(seconds=max(seconds, 1e-9), epochs=self.granted / self.train_size)
-        self.meter = BudgetMeter(budget, self.train_size)
+        budget = Budget(seconds=max(seconds, 1e-9), epochs=self.granted / self.train_size, clock=clock)
+        self.meter = BudgetMeter(budget, self.train_size, clock=CpuClock() if clock == "cpu" else WallClock())
+
+    def cpu_seconds(self) -> float:
+        """CPU-seconds this process spent on the trial since the last call (reported with each epoch)."""
+        now = process_cpu_seconds()
+        spent, self._cpu_start = now - self._cpu_start, now
+        return spent
 
     @property
     def used(self) -> int:
@@ -181,7 +203,7 @@ class EpochGrants:
     def cut(self) -> None:
         """Settle an epoch the budget cut (nothing to settle when no grant was open)."""
         if self.meter is not None:
-            self.ledger.cut.remote(self.trial, self.granted, self.used)
+            self.ledger.cut.remote(self.trial, self.granted, self.used, self.cpu_seconds())
 
 
 def train_trial(
@@ -220,6 +242,7 @@ def train_trial(
             "val_loss": report.val_loss,
             TIME_ATTR: trial.epoch,
             "examples": grants.used,
+            "cpu_seconds": grants.cpu_seconds(),
             "val_metrics": dict(report.metrics),
             "trained_config": dict(trial.config),
             "restored_from": restored_from,
@@ -235,4 +258,5 @@ def train_trial(
         _park(ledger)
     elif end.status == TrialStatus.FAILED:
         grants.refund()
-        tune.report(_failure(end.exception or RuntimeError(end.error), trial.epoch, grants.used))
+        failure = _failure(end.exception or RuntimeError(end.error), trial.epoch, grants.used)
+        tune.report({**failure, "cpu_seconds": grants.cpu_seconds()})

@@ -194,10 +194,11 @@ class RayTuneMethod(Method):
 
         meter = ctx.meter
         budget = meter.budget
-        examples_left = math.inf if budget.epochs is None else budget.epochs * meter.train_size - meter.examples
+        examples_left = math.inf if budget.epochs is None else (budget.epochs - meter.epochs) * meter.train_size
         seconds_left = math.inf if budget.seconds is None else budget.seconds - meter.elapsed
-        deadline = time.time() + min(seconds_left, 10 * 365 * 86400.0)
-        ledger = ray.remote(num_cpus=0)(Ledger).remote(examples_left, deadline)
+        cpu_left = seconds_left if budget.clock == "cpu" else None
+        deadline = time.time() + min(seconds_left if cpu_left is None else math.inf, 10 * 365 * 86400.0)
+        ledger = ray.remote(num_cpus=0)(Ledger).remote(examples_left, deadline, cpu_left)
         trial_length = self.trial_length(ctx)
         bridge = Bridge(ctx, ledger, self.space.names, trial_length, self.schedule, scratch)
         LIVE[key] = bridge

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hpobench_stn.clock import Clock, WallClock
+from hpobench_stn.clock import Clock, CpuClock, Stopwatch, WallClock
 from hpobench_stn.errors import UserError
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_PART = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ep|s|m|h)\s*$")
+_PART = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ep|s|m|h)(-cpu)?\s*$")
+CLOCK_NAMES = ("wall", "cpu")
 
 
 class BudgetExhausted(Exception):
@@ -28,51 +29,76 @@ class BudgetExhausted(Exception):
 
 @dataclass(frozen=True)
 class Budget:
-    """Seconds of wall-clock and/or epoch-equivalents; a run ends when the first of them is spent."""
+    """Seconds and/or epoch-equivalents; a run ends when the first of them is spent.
+
+    ``clock`` says what the seconds count: ``"wall"`` (wall-clock, the default) or ``"cpu"`` (CPU-seconds of the
+    run's own processes, which a busy machine does not change). It only matters when there are seconds.
+    """
 
     seconds: float | None = None
     epochs: float | None = None
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if self.seconds is None and self.epochs is None:
             raise UserError("a budget needs seconds and/or epochs, e.g. '90s', '15m', '20ep' or '15m,20ep'")
+        if self.clock not in CLOCK_NAMES:
+            raise UserError(f"unknown clock {self.clock!r}; use --clock wall or --clock cpu")
+        if self.seconds is None and self.clock != "wall":
+            object.__setattr__(self, "clock", "wall")  # an epoch-only budget reads no clock
 
     @classmethod
-    def parse(cls, text: str) -> Budget:
-        """Parse ``90s``, ``15m``, ``2h``, ``20ep``, or a comma-separated pair such as ``10m,50ep``."""
+    def parse(cls, text: str, clock: str | None = None) -> Budget:
+        """Parse ``90s``, ``15m``, ``2h``, ``20ep``, or a comma-separated pair such as ``10m,50ep``; seconds count
+        ``clock`` (``"cpu"`` also when written ``90s-cpu``)."""
         seconds: float | None = None
         epochs: float | None = None
         for part in str(text).split(","):
             match = _PART.match(part)
             if not match:
                 raise UserError(
-                    f"malformed budget {text!r}: use a number with a unit, s/m/h for wall-clock or ep for "
+                    f"malformed budget {text!r}: use a number with a unit, s/m/h for seconds or ep for "
                     "epoch-equivalents, e.g. '90s', '15m', '2h', '20ep', or both: '15m,20ep'"
                 )
             amount, unit = float(match.group(1)), match.group(2)
             if amount <= 0:
                 raise UserError(f"malformed budget {text!r}: the amount must be positive")
             if unit == "ep":
-                if epochs is not None:
-                    raise UserError(f"malformed budget {text!r}: epochs given twice")
+                if epochs is not None or match.group(3):
+                    raise UserError(f"malformed budget {text!r}: epochs given twice, or with a clock")
                 epochs = amount
             else:
                 if seconds is not None:
-                    raise UserError(f"malformed budget {text!r}: wall-clock given twice")
+                    raise UserError(f"malformed budget {text!r}: seconds given twice")
                 seconds = amount * _UNIT_SECONDS[unit]
-        return cls(seconds=seconds, epochs=epochs)
+                if match.group(3):
+                    if clock == "wall":
+                        raise UserError(f"budget {text!r} counts CPU-seconds but --clock wall was given")
+                    clock = "cpu"
+        return cls(seconds=seconds, epochs=epochs, clock=clock or "wall")
 
     def __str__(self) -> str:
         parts = []
         if self.seconds is not None:
-            parts.append(f"{self.seconds:g}s")
+            parts.append(f"{self.seconds:g}s" + ("-cpu" if self.clock == "cpu" else ""))
         if self.epochs is not None:
             parts.append(f"{self.epochs:g}ep")
         return ",".join(parts)
 
-    def to_dict(self) -> dict[str, float | None]:
+    @property
+    def unit(self) -> str:
+        """What the budget counts, in words (shown wherever a budget appears)."""
+        parts = []
+        if self.seconds is not None:
+            clock = "CPU-seconds of the run's processes" if self.clock == "cpu" else "wall-clock seconds"
+            parts.append(f"{self.seconds:g} {clock}")
+        if self.epochs is not None:
+            parts.append(f"{self.epochs:g} epoch-equivalents of the fixed network's training compute")
+        return " or ".join(parts)
+
+    def to_dict(self) -> dict[str, float | str | None]:
         """JSON-ready form, stored with the run."""
-        return {"seconds": self.seconds, "epochs": self.epochs}
+        return {"seconds": self.seconds, "epochs": self.epochs, "clock": self.clock}
 
 
 class BudgetMeter:
@@ -91,7 +117,9 @@ class BudgetMeter:
         train_size: int,
         *,
         clock: Clock | None = None,
+        watches: Mapping[str, Clock] | None = None,
         spent_seconds: float = 0.0,
+        spent_watches: Mapping[str, float] | None = None,
         spent_examples: int = 0,
         spent_epochs: float | None = None,
     ) -> None:
@@ -102,18 +130,29 @@ class BudgetMeter:
         self.clock = clock or WallClock()
         self._examples = int(spent_examples)
         self._units = float(spent_examples) if spent_epochs is None else float(spent_epochs) * train_size
-        self._offset = float(spent_seconds)
         self._max_units = math.inf if budget.epochs is None else budget.epochs * train_size
         self._max_seconds = math.inf if budget.seconds is None else budget.seconds
-        self._start = self.clock.now()
-        self._paused_since: float | None = None
-        self._paused_total = 0.0
+        self._budget_watch = Stopwatch(self.clock, spent_seconds)
+        spent = spent_watches or {}
+        self._watches = {name: Stopwatch(c, spent.get(name, 0.0)) for name, c in (watches or {}).items()}
 
     @property
     def elapsed(self) -> float:
         """Seconds spent so far by the meter's clock, paused time excluded (plus what a resumed run had spent)."""
-        now = self._paused_since if self._paused_since is not None else self.clock.now()
-        return self._offset + now - self._start - self._paused_total
+        return self._budget_watch.elapsed()
+
+    def seconds(self, watch: str) -> float | None:
+        """Seconds of one of the clocks the meter also watches (``"wall"``, ``"cpu"``), pauses excluded; ``None``
+        when it does not watch that clock."""
+        found = self._watches.get(watch)
+        return None if found is None else found.elapsed()
+
+    def add_cpu(self, seconds: float) -> None:
+        """CPU-seconds another process spent on this run (a Ray worker's trial): added to every CPU clock here."""
+        clocks = {id(w.clock): w.clock for w in [self._budget_watch, *self._watches.values()]}
+        for clock in clocks.values():
+            if isinstance(clock, CpuClock):
+                clock.add(seconds)
 
     @property
     def examples(self) -> int:
@@ -166,13 +205,15 @@ class BudgetMeter:
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop the clock while reporting (test metrics, bookkeeping); nestable."""
-        if self._paused_since is not None:
+        """Stop the clocks while reporting (test metrics, bookkeeping); nestable."""
+        if self._budget_watch.paused:
             yield
             return
-        self._paused_since = self.clock.now()
+        watches = [self._budget_watch, *self._watches.values()]
+        for watch in watches:
+            watch.pause()
         try:
             yield
         finally:
-            self._paused_total += self.clock.now() - self._paused_since
-            self._paused_since = None
+            for watch in watches:
+                watch.resume()

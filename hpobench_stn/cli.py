@@ -22,21 +22,21 @@ DATA_DIR_ENV = "HPOBENCH_STN_DATA"
 DEFAULT_OUT = "results/runs"
 
 
-def _parse_method_args(pairs: list[str]) -> dict[str, Any]:
+def _parse_method_args(pairs: list[str], option: str = "--method-arg") -> dict[str, Any]:
     """``key=value`` pairs; a value is a Python literal (number, bool, None, dict, list, quoted string) or else a
     bare word taken as a string; a value that starts like a literal but is not one is refused."""
     args: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise UserError(f"malformed --method-arg {pair!r}: use key=value, e.g. --method-arg resolution=4")
+            raise UserError(f"malformed {option} {pair!r}: use key=value, e.g. {option} resolution=4")
         try:
             args[key.strip()] = ast.literal_eval(raw.strip())
         except (ValueError, SyntaxError) as exc:
             if raw.strip()[:1] in tuple("{[('\"-+.0123456789"):
                 reason = exc.msg if isinstance(exc, SyntaxError) else "not a literal"
                 raise UserError(
-                    f"malformed --method-arg {pair!r}: {raw.strip()!r} is not a Python literal ({reason}); "
+                    f"malformed {option} {pair!r}: {raw.strip()!r} is not a Python literal ({reason}); "
                     "quote the whole pair for the shell, e.g. --method-arg \"config={'penalty_0': 0.1}\""
                 ) from None
             args[key.strip()] = raw.strip()
@@ -73,6 +73,27 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--budget",
         default="30s",
         help="per run: wall-clock (90s, 15m, 2h) and/or epoch-equivalents (20ep), e.g. 10m,50ep",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what the budget's seconds count: wall-clock (default) or CPU-seconds of the run's processes",
+    )
+    parser.add_argument(
+        "--trial-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs of one black-box trial (ASHA/HyperBand's maximum, PBT's member, fixed's training); "
+        "default: the preset's",
+    )
+    parser.add_argument(
+        "--task-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task setting overriding the preset's, repeatable (e.g. data_seed=3 for another quadratic instance)",
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"results folder (default {DEFAULT_OUT})")
     parser.add_argument(
@@ -273,10 +294,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from analysis.cli import dispatch
 
         return dispatch(args)
-    Budget.parse(args.budget)
+    Budget.parse(args.budget, args.clock)
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
+    if args.trial_epochs is not None and args.trial_epochs < 1:
+        raise UserError(f"--trial-epochs must be at least 1, got {args.trial_epochs}")
     method_args = _parse_method_args(args.method_arg)
+    task_args = _parse_method_args(args.task_arg, "--task-arg")
     if args.schedule is not None:
         method_args["schedule"] = str(Path(args.schedule).resolve())
     out = _check_out(args.out)
@@ -290,11 +314,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         methods = _parse_names(args.methods, "--methods", "random,stn")
         seeds = _parse_ints(args.seeds, "--seeds")
     for task in tasks:
-        preset_names = get_task(task).presets
-        if args.preset not in preset_names:
+        cls = get_task(task)
+        if args.preset not in cls.presets:
             raise UserError(
-                f"unknown preset {args.preset!r} for task {task!r}; valid presets: {', '.join(preset_names)}"
+                f"unknown preset {args.preset!r} for task {task!r}; valid presets: {', '.join(cls.presets)}"
             )
+        cls.presets[args.preset].with_settings(task_args, task)  # an unknown or mistyped --task-arg: refused now
     for method in methods:
         method_settings(method, method_args)  # names, types and ranges checked before anything runs
     specs = [
@@ -310,6 +335,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             device=device,
             download=args.download,
             threads=args.threads,
+            clock=args.clock,
+            trial_epochs=args.trial_epochs,
+            task_args=task_args,
         )
         for t in tasks
         for m in methods

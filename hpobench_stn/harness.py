@@ -17,6 +17,7 @@ from typing import Any
 from hpobench_stn import metadata as run_metadata
 from hpobench_stn import resume
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.clock import CpuClock, WallClock
 from hpobench_stn.errors import UserError
 from hpobench_stn.optimizer import Method, Optimizer
 from hpobench_stn.registry import build_method, build_task
@@ -45,21 +46,31 @@ class RunSpec:
     device: str = "cpu"
     download: bool = False
     threads: int | None = None
+    clock: str = "wall"
+    trial_epochs: int | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def budget_value(self) -> Budget:
+        """The parsed budget, its seconds counted by :attr:`clock`."""
+        return Budget.parse(self.budget, self.clock)
 
     @property
     def path(self) -> Path:
-        """This run's folder (its settings part named by the method's settings that differ from the defaults)."""
+        """This run's folder, named by its identity: task, preset and task settings, method and the settings that
+        differ from its defaults (and the trial length when one is given), budget, seed."""
         from hpobench_stn.registry import method_settings
 
         settings = method_settings(self.method, self.method_args).non_default()
-        return run_dir(
-            self.out, self.task, self.preset, self.method, str(Budget.parse(self.budget)), self.seed, settings
-        )
+        if self.trial_epochs is not None:
+            settings["trial_epochs"] = self.trial_epochs
+        budget = str(self.budget_value)
+        return run_dir(self.out, self.task, self.preset, self.method, budget, self.seed, settings, self.task_args)
 
 
 def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) one run and return its summary; a complete run is not run again."""
-    budget = Budget.parse(spec.budget)
+    budget = spec.budget_value
     path = spec.path
     if is_complete(path):
         return json.loads((path / SUMMARY).read_text())
@@ -68,17 +79,24 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
 
         torch.set_num_threads(spec.threads)
     # Everything that can refuse the run (the task's data, the method's settings and door) before its folder exists.
-    task = build_task(spec.task, spec.preset, data_dir=spec.data_dir, device=spec.device, download=spec.download)
+    task = build_task(
+        spec.task,
+        spec.preset,
+        data_dir=spec.data_dir,
+        device=spec.device,
+        download=spec.download,
+        trial_epochs=spec.trial_epochs,
+        settings=spec.task_args,
+    )
     method = build_method(spec.method, task, spec.seed, spec.method_args)
     meta = run_metadata.collect(spec, task, method, budget)
     store = RunStore(path)
     resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
     store.write_metadata(meta)
-    meter = BudgetMeter(
-        budget, task.train_size, spent_seconds=spent.seconds, spent_examples=spent.examples, spent_epochs=spent.epochs
-    )
+    meter = _meter(budget, task.train_size, spent)
     bar = _progress_bar(spec) if progress else None
     ctx = RunContext(task, meter, store, spec.seed, bar, replay)
+    ctx.load_average_start = meta["load_average_start"]
     ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
     interruption: BaseException | None = None
     try:
@@ -97,6 +115,21 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     if interruption is not None:
         raise interruption
     return summary
+
+
+def _meter(budget: Budget, train_size: int, spent: resume.Spent) -> BudgetMeter:
+    """The run's meter: its seconds by the budget's clock, watching wall-clock and CPU time both."""
+    watches = {"wall": WallClock(), "cpu": CpuClock()}
+    return BudgetMeter(
+        budget,
+        train_size,
+        clock=watches[budget.clock],
+        watches=watches,
+        spent_seconds=spent.seconds(budget.clock),
+        spent_watches={"wall": spent.wall, "cpu": spent.cpu},
+        spent_examples=spent.examples,
+        spent_epochs=spent.epochs,
+    )
 
 
 def _is_final(status: RunStatus, ctx: RunContext) -> bool:
@@ -155,6 +188,11 @@ def _summary(ctx: RunContext, task: Task, status: RunStatus, error: str | None) 
         "error": error,
         "stop_reason": "error" if status == RunStatus.FAILED else ctx.stop_reason,
         "seconds": round(ctx.meter.elapsed, 4),
+        "clock": ctx.meter.budget.clock,
+        "wall_seconds": round(ctx.meter.seconds("wall") or 0.0, 4),
+        "cpu_seconds": round(ctx.meter.seconds("cpu") or 0.0, 4),
+        "load_average_start": ctx.load_average_start,
+        "load_average_end": run_metadata.load_average(),
         "epochs": ctx.meter.epochs,
         "examples": ctx.meter.examples,
         "trials": len(ctx.trial_status),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def device_info(device: str) -> dict[str, Any]:
         "requested": device,
         "machine": platform.machine(),
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
     }
     import torch
 
@@ -72,6 +73,14 @@ def device_info(device: str) -> dict[str, Any]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
+
+
+def load_average() -> list[float] | None:
+    """The machine's 1-, 5- and 15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[str, Any]:
@@ -85,6 +94,12 @@ def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[s
         "seed": spec.seed,
         "budget": budget.to_dict(),
         "budget_text": str(budget),
+        "budget_unit": budget.unit,
+        "clock": budget.clock,
+        "trial_epochs": task.max_epochs,
+        "trial_epochs_override": spec.trial_epochs,
+        "task_args": dict(spec.task_args),
+        "load_average_start": load_average(),
         "task_description": task.describe(),
         "data_dir": spec.data_dir,
         "device": device_info(spec.device),

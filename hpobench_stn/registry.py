@@ -84,7 +84,8 @@ def method_settings(name: str, args: dict[str, Any]) -> Any:
 
 
 def build_task(name: str, preset: str, **options: Any) -> Any:
-    """The task ``name`` at ``preset`` (``data_dir``, ``device``, ``download`` as keyword options)."""
+    """The task ``name`` at ``preset`` (``data_dir``, ``device``, ``download``, ``trial_epochs``, ``settings`` as
+    keyword options)."""
     return get_task(name)(preset, **options)
 
 

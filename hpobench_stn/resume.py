@@ -32,11 +32,17 @@ class FinishedTrial:
 
 @dataclass
 class Spent:
-    """The budget an earlier attempt spent on the trials it finished."""
+    """The budget an earlier attempt spent on the trials it finished: wall-clock and CPU seconds, raw examples and
+    (costed) epoch-equivalents."""
 
-    seconds: float = 0.0
+    wall: float = 0.0
+    cpu: float = 0.0
     examples: int = 0
     epochs: float | None = None
+
+    def seconds(self, clock: str) -> float:
+        """The seconds of ``clock`` ("wall" or "cpu")."""
+        return self.cpu if clock == "cpu" else self.wall
 
 
 def finished_trials(events: list[dict[str, Any]]) -> list[FinishedTrial]:
@@ -74,4 +80,4 @@ def prepare(path: Path, replays_trials: bool) -> tuple[bool, list[FinishedTrial]
     if not ends:
         return True, replay, Spent()
     last = ends[-1]
-    return True, replay, Spent(last["t"], last["examples"], last.get("epochs"))
+    return True, replay, Spent(last["t"], last.get("cpu_t", 0.0), last["examples"], last.get("epochs"))

@@ -71,14 +71,18 @@ class RunContext:
         self.incumbent: Incumbent | None = None
         self.trial_status: dict[int, TrialStatus] = {}
         self.stop_reason = "budget"
+        self.load_average_start: list[float] | None = None
 
     def stamp(self) -> dict[str, Any]:
-        """The budget spent so far, as every event records it."""
-        return {
-            "t": round(self.meter.elapsed, 4),
-            "examples": self.meter.examples,
-            "epochs": round(self.meter.epochs, 6),
-        }
+        """The budget spent so far, as every event records it: ``t`` wall-clock and ``cpu_t`` CPU seconds (pauses
+        excluded), raw ``examples``, and ``epochs``, the budget's epoch-equivalents."""
+        wall, cpu = self.meter.seconds("wall"), self.meter.seconds("cpu")
+        stamp: dict[str, Any] = {"t": round(self.meter.elapsed if wall is None else wall, 4)}
+        if cpu is not None:
+            stamp["cpu_t"] = round(cpu, 4)
+        stamp["examples"] = self.meter.examples
+        stamp["epochs"] = round(self.meter.epochs, 6)
+        return stamp
 
     def log(self, event: str, **fields: Any) -> None:
         """Append an event with the budget stamp."""

@@ -24,6 +24,12 @@ from typing import Any, TextIO
 
 from hpobench_stn.errors import UserError
 
+#: Event and summary fields that measure the machine rather than the method (time, load): the only fields in which two
+#: runs with the same seed may differ.
+MEASURED_FIELDS = frozenset(
+    {"t", "cpu_t", "seconds", "wall_seconds", "cpu_seconds", "load_average_start", "load_average_end"}
+)
+
 METADATA = "metadata.json"
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
@@ -79,11 +85,14 @@ def run_dir(
     budget: str,
     seed: int,
     method_args: dict[str, Any] | None = None,
+    task_args: dict[str, Any] | None = None,
 ) -> Path:
-    """The folder of one run: ``out/task/preset/method[+hash]/budget/seed-N``."""
-    tag = settings_tag(method_args or {})
-    method_part = f"{method}+{tag}" if tag else method
-    return Path(out) / task / preset / method_part / budget.replace(",", "_") / f"seed-{seed}"
+    """The folder of one run: ``out/task/preset[+hash]/method[+hash]/budget/seed-N``, the hashes naming the task's
+    and the method's settings that differ from their defaults (none: no hash)."""
+    method_tag, task_tag = settings_tag(method_args or {}), settings_tag(task_args or {})
+    method_part = f"{method}+{method_tag}" if method_tag else method
+    preset_part = f"{preset}+{task_tag}" if task_tag else preset
+    return Path(out) / task / preset_part / method_part / budget.replace(",", "_") / f"seed-{seed}"
 
 
 def is_complete(path: Path) -> bool:
@@ -231,8 +240,20 @@ def method_label(meta: dict[str, Any]) -> str:
     brackets when it has any (``asha [num_cpus=1]``), so runs at different settings are never pooled. A replay's
     source schedule is left out (the replay table shows it)."""
     args = {k: v for k, v in (meta.get("method_args") or {}).items() if k != "schedule"}
+    if meta.get("trial_epochs_override") is not None:
+        args["trial_epochs"] = meta["trial_epochs_override"]
+    return _labelled(meta["method"], args)
+
+
+def preset_label(meta: dict[str, Any]) -> str:
+    """The preset a run's task ran at, with its ``--task-arg`` settings in brackets (``cpu [data_seed=3]``), so runs
+    on different problem instances are never pooled."""
+    return _labelled(meta["preset"], meta.get("task_args") or {})
+
+
+def _labelled(name: str, args: dict[str, Any]) -> str:
     shown = ", ".join(f"{key}={args[key]}" for key in sorted(args))
-    return f"{meta['method']} [{shown}]" if shown else meta["method"]
+    return f"{name} [{shown}]" if shown else name
 
 
 # metadata copied into each run's row (as ``meta.KEY``; dicts flattened): what the protocol and budget units need
@@ -262,16 +283,16 @@ def read_run(run: Path, events: bool = True) -> tuple[dict[str, Any], dict[str, 
 
 
 def is_finished(run: Path, summary: dict[str, Any]) -> bool:
-    """True for a run that ended: complete, or failed (its summary says so; it is not complete, so that running it
-    again retries it, but until then it counts as a failed seed)."""
-    return is_complete(run) or summary.get("status") == "failed"
+    """True for a run that ended: complete, or failed or without a result (its summary says so; it is not complete,
+    so that running it again retries it, but until then it counts as a failed seed or one without incumbent)."""
+    return is_complete(run) or summary.get("status") in ("failed", "no_result")
 
 
 def _row(run: Path, meta: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     row = {
         "path": str(run),
         "task": meta["task"],
-        "preset": meta["preset"],
+        "preset": preset_label(meta),
         "method": method_label(meta),
         "method_name": meta["method"],
         "seed": meta["seed"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -150,6 +150,29 @@ class Preset:
             raise ValueError(f"unknown preset settings {sorted(unknown)}")
         return cls(name, description, max_epochs, {**defaults, **settings})
 
+    def with_settings(self, settings: Mapping[str, Any], task: str = "task") -> Preset:
+        """This preset with some settings replaced (``--task-arg``): only known ones, each of its default's type
+        (a ``UserError`` naming the setting otherwise)."""
+        if not settings:
+            return self
+        unknown = sorted(set(settings) - set(self.settings))
+        if unknown:
+            valid = ", ".join(f"{k} (default {v!r})" for k, v in self.settings.items())
+            raise UserError(f"task {task!r} has no setting {', '.join(map(repr, unknown))}; its settings: {valid}")
+        merged = dict(self.settings)
+        for key, value in settings.items():
+            default = self.settings[key]
+            if default is not None and not isinstance(value, type(default)):
+                if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                else:
+                    raise UserError(
+                        f"task {task!r}: setting {key}={value!r} is not allowed; {key} takes a "
+                        f"{type(default).__name__} (default {default!r})"
+                    )
+            merged[key] = value
+        return replace(self, settings=merged)
+
 
 ReportCallback = Callable[[EpochReport], bool | None]
 
@@ -169,12 +192,17 @@ class Task(ABC):
         data_dir: str | Path | None = None,
         device: str = "cpu",
         download: bool = False,
+        trial_epochs: int | None = None,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if preset not in self.presets:
             raise UserError(
                 f"unknown preset {preset!r} for task {self.name!r}; valid presets: {', '.join(self.presets)}"
             )
-        self.preset = self.presets[preset]
+        self.preset = self.presets[preset].with_settings(settings or {}, self.name)
+        if trial_epochs is not None and (isinstance(trial_epochs, bool) or not int(trial_epochs) == trial_epochs >= 1):
+            raise UserError(f"--trial-epochs {trial_epochs} is not allowed: a trial is a whole number of epochs >= 1")
+        self.trial_epochs = None if trial_epochs is None else int(trial_epochs)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.device = device
         self.download = download
@@ -191,8 +219,8 @@ class Task(ABC):
 
     @property
     def max_epochs(self) -> int:
-        """Length of one full trial for this preset."""
-        return self.preset.max_epochs
+        """Length of one black-box trial: the run's ``--trial-epochs`` if given, else the preset's."""
+        return self.preset.max_epochs if self.trial_epochs is None else self.trial_epochs
 
     @abstractmethod
     def make_trial(self, config: Config, seed: int) -> Trial:

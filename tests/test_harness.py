@@ -5,9 +5,9 @@ import json
 import pytest
 
 from hpobench_stn.harness import RunSpec, execute
-from hpobench_stn.store import load_events, load_runs, read_events
+from hpobench_stn.store import MEASURED_FIELDS, load_events, load_runs, read_events
 
-TIMING_FIELDS = {"t"}
+TIMING_FIELDS = MEASURED_FIELDS
 
 
 def _events_without_timing(path):

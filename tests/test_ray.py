@@ -24,7 +24,7 @@ from hpobench_stn.cli import main
 from hpobench_stn.harness import RunSpec, execute
 from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, free_port, init_ray, shutdown_ray
 from hpobench_stn.space import Float, Integer, Rate, SearchSpace
-from hpobench_stn.store import find_runs, read_events
+from hpobench_stn.store import MEASURED_FIELDS, find_runs, read_events
 from tasks.quadratic.task import QuadraticTask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,9 +143,14 @@ def test_ledger_never_grants_more_than_the_budget():
     assert ledger.grant("a", 200)[0] == 110  # only 110 left
     ledger.cut("a", 110, 96)  # cut mid-epoch: 96 spent, never reported; the ledger closes
     assert ledger.grant("b", 200)[0] == 0
-    assert ledger.state() | {"seconds": 0} == {"left": 0, "outstanding": 0, "unreported": 96, "seconds": 0}
+    state = ledger.state() | {"seconds": 0}
+    assert state == {"left": 0, "outstanding": 0, "unreported": 96, "unreported_cpu": 0.0, "seconds": 0}
     late = Ledger(examples_left=math.inf, deadline=time.time() - 1)
     assert late.grant("a", 200)[0] == 0  # wall-clock spent
+    cpu = Ledger(examples_left=math.inf, deadline=math.inf, cpu_seconds_left=5.0)
+    assert cpu.grant("a", 200) == (200, 5.0, "cpu")  # a CPU-time budget: the worker meters its own CPU
+    cpu.set_cpu_left(0.0)  # the driver's CPU meter says the budget is spent
+    assert cpu.grant("a", 200)[0] == 0
 
 
 def test_meter_record_counts_without_raising():
@@ -349,7 +354,7 @@ def _sweep(out, *extra, budget="30ep", methods="random,tpe", seeds="0,1"):
 
 
 def _without_timing(events):
-    return [{k: v for k, v in e.items() if k != "t"} for e in events]
+    return [{k: v for k, v in e.items() if k not in MEASURED_FIELDS} for e in events]
 
 
 @pytest.mark.slow

@@ -58,7 +58,7 @@ class PtbStnProblem(StnProblem):
         self._state: dict[str, State | None] = {"train": None, "hyper": None}
         self._next_state: dict[str, State | None] = {"train": None, "hyper": None}
         self.defaults = {
-            "epochs": 10 * task.max_epochs,
+            "epochs": 10 * task.preset.max_epochs,
             "warmup_steps": task.windows_per_epoch,
             "t_train": 2,
             "t_val": 1,

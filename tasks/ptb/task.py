@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -279,24 +278,17 @@ class PtbTask(Task):
         ),
     }
 
-    def __init__(
-        self,
-        preset: str = "tiny",
-        *,
-        data_dir: str | Path | None = None,
-        device: str = "cpu",
-        download: bool = False,
-    ) -> None:
-        super().__init__(preset, data_dir=data_dir, device=device, download=download)
+    def __init__(self, preset: str = "tiny", **options: Any) -> None:
+        super().__init__(preset, **options)
         s = self.preset.settings
         if s["data"] == "slice":
             self.corpus = ptb_data.load_slice()
         else:
-            self.corpus = ptb_data.load_full(self.data_dir, download)
+            self.corpus = ptb_data.load_full(self.data_dir, self.download)
         train = self.corpus.train
         if s["train_tokens"] is not None:
             train = train[: s["train_tokens"]]
-        self.torch_device = torch.device(device)
+        self.torch_device = torch.device(self.device)
         self.train_stream = ptb_data.batchify(train, s["batch_size"]).to(self.torch_device)
 
     @cached_property

@@ -49,8 +49,8 @@ class QuadraticStnProblem(StnProblem):
         # Calibrated on the cpu preset (3 seeds; see the closing note of the STN issue): a wide perturbation
         # (sigma 1 in logit units) lets the gates learn the response Jacobian; 0.25 failed, 0.5 reached ~80%.
         self.defaults = {
-            "epochs": 3 * task.max_epochs,
-            "warmup_steps": steps_per_epoch * task.max_epochs // 2,
+            "epochs": 3 * task.preset.max_epochs,
+            "warmup_steps": steps_per_epoch * task.preset.max_epochs // 2,
             "t_train": 2,
             "lr": 1e-2,
             "hyper_lr": 3e-2,
