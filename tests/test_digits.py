@@ -45,3 +45,8 @@ def test_stn_methods_train_the_twin_and_store_a_schedule(tmp_path, method, args)
     assert len(reports) == DigitsTask("tiny").stn_defaults()["epochs"]
     assert all({"dropout", "weight_decay", "sigma.dropout"} <= set(r["hparams"]) for r in reports)
     assert reports[0]["hparams"] != reports[-1]["hparams"]  # the schedule moved
+
+
+def test_the_readme_shows_the_example_whole():
+    source = (ROOT / "examples" / "digits.py").read_text()
+    assert f"```python\n{source}```" in (ROOT / "README.md").read_text()
