@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from examples.digits import DigitsTask
+from hpobench_stn import registry
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.errors import UserError
+from hpobench_stn.harness import RunSpec, execute
 from hpobench_stn.regularisers import L2, Augment, Dropout, LossTerm, Regularisers
 from hpobench_stn.space import Float, Rate
 from hpobench_stn.stn.convert import ExampleDropout, GateFeed, effective_squared_norm, to_stn
@@ -258,3 +260,15 @@ def test_a_task_without_a_door_says_how_to_add_one():
 
     with pytest.raises(UserError, match=r"has no white-box door.*TorchTask.*README.*Adding a task"):
         NoDoor("tiny").stn_problem(0)
+
+
+@pytest.mark.parametrize(
+    ("method", "args"),
+    [("random", {}), ("stn", {}), ("delta-stn", {}), ("delta-stn", {"linearize": True})],
+)
+def test_every_method_runs_on_an_embedding_and_lstm_task(tmp_path, monkeypatch, method, args):
+    monkeypatch.setitem(registry.BUILTIN_TASKS, "digit-rows", "generic_tasks:DigitRows")
+    spec = RunSpec("digit-rows", method, seed=0, budget="6ep", out=tmp_path, method_args=args)
+    summary = execute(spec, progress=False)
+    assert summary["status"] == "completed" and summary["epochs"] <= 6
+    assert summary["incumbent"]["test_metrics"]["loss"] < 2.3  # better than chance (ln 10)

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from generic_tasks import DigitRows
 from torch import nn
 
 from examples.digits import DigitsTask
@@ -185,3 +186,11 @@ def test_the_check_fails_for_a_hyperparameter_without_effect():
     task = DigitsWithAnIdleHyperparameter("tiny")
     with pytest.raises(AssertionError, match=r"without effect on the training loss: \['idle'\]"):
         check_stn_door(task)
+
+
+def test_a_task_using_every_kind_of_declaration_conforms():
+    task = DigitRows("tiny")  # embedding, LSTM, linear; dropout, L2, augmentation, loss term
+    check_trial_budget(task)
+    check_trial_charges_what_it_trains(task)
+    assert task.signature() == DigitRows("tiny").signature()
+    check_stn_door(task)
