@@ -21,7 +21,7 @@ task's declarations against its network and applies them; nothing here loops ove
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -122,15 +122,11 @@ def _match(patterns: tuple[str, ...], names: Sequence[str], what: str, hp: str) 
     return out
 
 
-@dataclass
 class Regularisers:
     """A task's declarations, checked and indexed by column of the search space, and applied in both doors."""
 
-    declarations: tuple[Declaration, ...]
-    space: SearchSpace = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.declarations = tuple(self.declarations)
+    def __init__(self, declarations: Sequence[Declaration]) -> None:
+        self.declarations = tuple(declarations)
         for d in self.declarations:
             if not isinstance(d, Declaration):
                 raise UserError(f"{d!r} is not a declaration: use Dropout, L2, Augment or LossTerm")
@@ -138,8 +134,7 @@ class Regularisers:
             self.space = SearchSpace(hp for d in self.declarations for hp in d.hyperparameters)
         except ValueError as exc:
             raise UserError(f"the task's declarations: {exc}") from None
-        column = {name: i for i, name in enumerate(self.space.names)}
-        self.column = column
+        self.column = column = {name: i for i, name in enumerate(self.space.names)}
         self.augments = [([column[hp.name] for hp in d.hps], d.fn) for d in self.declarations if isinstance(d, Augment)]
         self.terms = [(column[d.hp.name], d.fn) for d in self.declarations if isinstance(d, LossTerm)]
 
