@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.regularisers import L2
 from hpobench_stn.space import Float
-from hpobench_stn.stn.trainer import StnSettings, StnTrainer, cycle_batches
+from hpobench_stn.stn.settings import DeltaStnSettings, StnSettings
+from hpobench_stn.stn.trainer import StnTrainer, cycle_batches
 from hpobench_stn.task import Preset
 from hpobench_stn.torch_task import Splits, TorchTask
 from tasks.quadratic.task import PENALTY_HIGH, PENALTY_INIT, PENALTY_LOW, QuadraticTask
@@ -85,7 +86,8 @@ def test_same_losses_at_a_fixed_lambda():
 
 
 def _trajectory(problem, settings: StnSettings, epochs: int) -> tuple[list[float], Tensor]:
-    trainer = StnTrainer(problem, settings.resolved(problem, epochs), seed=0)
+    delta = isinstance(settings, DeltaStnSettings)
+    trainer = StnTrainer(problem, settings.resolved(problem, epochs, delta=delta), seed=0)
     meter = BudgetMeter(Budget(epochs=1e9), problem.train_size)
     val = cycle_batches(problem, trainer.generator)
     losses = []
@@ -97,9 +99,13 @@ def _trajectory(problem, settings: StnSettings, epochs: int) -> tuple[list[float
     return losses, trainer.hyper.u.detach().clone()
 
 
-@pytest.mark.parametrize("variant", [{}, {"delta": True}, {"delta": True, "linearize": True}])
-def test_same_training_as_the_hand_written_door(variant):
-    settings = StnSettings(warmup_steps=20, lr=1e-2, hyper_lr=3e-2, sigma_init=1.0, tune_sigma=True, **variant)
+@pytest.mark.parametrize(
+    "settings",
+    [StnSettings, DeltaStnSettings, lambda **kw: DeltaStnSettings(linearize=True, **kw)],
+    ids=["stn", "delta-stn", "delta-stn-linearized"],
+)
+def test_same_training_as_the_hand_written_door(settings):
+    settings = settings(warmup_steps=20, lr=1e-2, hyper_lr=3e-2, sigma_init=1.0, tune_sigma=True)
     hand, generic = _pair("tiny")
     hand_losses, hand_u = _trajectory(hand, settings, 4)
     generic_losses, generic_u = _trajectory(generic, settings, 4)

@@ -30,7 +30,8 @@ from hpobench_stn.errors import UserError
 from hpobench_stn.regularisers import LossTerm
 from hpobench_stn.space import Float
 from hpobench_stn.stn.layers import StnLSTM
-from hpobench_stn.stn.trainer import StnSettings, StnTrainer, cycle_batches
+from hpobench_stn.stn.settings import StnSettings
+from hpobench_stn.stn.trainer import StnTrainer, cycle_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
