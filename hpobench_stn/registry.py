@@ -20,6 +20,7 @@ BUILTIN_TASKS: dict[str, str] = {
     "cifar": "tasks.cifar.task:CifarTask",
     "cifar-vgg": "tasks.cifar.task:CifarVggTask",
     "ptb": "tasks.ptb.task:PtbTask",
+    "digits": "examples.digits:DigitsTask",
 }
 
 BUILTIN_METHODS: dict[str, str] = {

@@ -233,7 +233,11 @@ class Task(ABC):
 
     def stn_problem(self, seed: int) -> Any:
         """The white-box door for STN; tasks that have one override this."""
-        raise UserError(f"task {self.name!r} has no white-box door, so STN methods cannot run on it")
+        raise UserError(
+            f"task {self.name!r} has no white-box door, so STN methods cannot run on it; to add one, derive the task "
+            'from hpobench_stn.torch_task.TorchTask and declare how each hyperparameter acts (README, "Adding a '
+            'task"), or return an hpobench_stn.stn.problem.StnProblem from stn_problem()'
+        )
 
     def probe_configs(self) -> dict[str, Config]:
         """The configurations :meth:`signature` probes: ``default``, ``low`` (every bound low), ``high`` (high)."""

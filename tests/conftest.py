@@ -13,3 +13,15 @@ def test_registry(monkeypatch):
     monkeypatch.setitem(registry.BUILTIN_METHODS, "crashy-random", "faulty:CrashyRandom")
     monkeypatch.setitem(registry.BUILTIN_METHODS, "flaky-random", "faulty:FlakyRandom")
     return registry
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module's small networks (on a shared CPU, spinning OpenMP threads made such
+    tests several times slower); restored afterwards. Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
