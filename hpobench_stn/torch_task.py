@@ -233,7 +233,7 @@ class TorchTask(Task):
         """STN's trainer settings for this task (``--method-arg`` overrides them)."""
         steps = math.ceil(self.train_size / self.batch_size)
         return {
-            "epochs": int(self.setting("stn_epochs", 5 * self.max_epochs)),
+            "epochs": int(self.setting("stn_epochs", 5 * self.preset.max_epochs)),
             "warmup_steps": round(float(self.setting("stn_warmup_epochs", 1)) * steps),
             "lr": float(self.preset.settings["lr"]),
             "hyper_lr": float(self.setting("stn_hyper_lr", 3e-3)),
