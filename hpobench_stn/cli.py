@@ -7,7 +7,6 @@ prints one line starting with ``error:`` and exits with code 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -15,56 +14,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from hpobench_stn.arguments import check_seed, parse_names, parse_seeds, parse_settings
 from hpobench_stn.errors import UserError
 from hpobench_stn.signals import INTERRUPTIONS, exit_code, signal_name, signals_as_interrupts
 
 DATA_DIR_ENV = "HPOBENCH_STN_DATA"
 DEFAULT_OUT = "results/runs"
-
-
-def _parse_method_args(pairs: list[str], option: str = "--method-arg") -> dict[str, Any]:
-    """``key=value`` pairs; a value is a Python literal (number, bool, None, dict, list, quoted string) or else a
-    bare word taken as a string; a value that starts like a literal but is not one is refused."""
-    args: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"malformed {option} {pair!r}: use key=value, e.g. {option} resolution=4")
-        try:
-            args[key.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError) as exc:
-            if raw.strip()[:1] in tuple("{[('\"-+.0123456789"):
-                reason = exc.msg if isinstance(exc, SyntaxError) else "not a literal"
-                raise UserError(
-                    f"malformed {option} {pair!r}: {raw.strip()!r} is not a Python literal ({reason}); "
-                    "quote the whole pair for the shell, e.g. --method-arg \"config={'penalty_0': 0.1}\""
-                ) from None
-            args[key.strip()] = raw.strip()
-    return args
-
-
-def _parse_names(text: str, what: str, example: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise UserError(f"{what} is empty: give comma-separated names, e.g. {what} {example}")
-    return names
-
-
-def _parse_ints(text: str, what: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"malformed {what} {text!r}: use integers separated by commas, e.g. 0,1,2") from None
-    if not values:
-        raise UserError(f"{what} is empty: give comma-separated seeds, e.g. {what} 0,1,2")
-    for value in values:
-        _check_seed(value, what)
-    return values
-
-
-def _check_seed(seed: int, what: str = "--seed") -> None:
-    if not 0 <= seed < 2**32:
-        raise UserError(f"{what} {seed} is out of range: a seed is an integer in [0, 2**32), e.g. {what} 0")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(sweep)
 
     sub.add_parser("list", help="tasks, methods and presets with one-line descriptions")
+    from hpobench_stn import demo
+
+    demo.add_parser(sub)
     from analysis.cli import add_parsers
 
     add_parsers(sub)
@@ -290,6 +248,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         _cmd_list()
         return 0
+    if args.command == "demo":
+        from hpobench_stn import demo
+
+        return demo.run(args)
     if args.command in ("table", "plot", "report"):
         from analysis.cli import dispatch
 
@@ -299,20 +261,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     if args.trial_epochs is not None and args.trial_epochs < 1:
         raise UserError(f"--trial-epochs must be at least 1, got {args.trial_epochs}")
-    method_args = _parse_method_args(args.method_arg)
-    task_args = _parse_method_args(args.task_arg, "--task-arg")
+    method_args = parse_settings(args.method_arg)
+    task_args = parse_settings(args.task_arg, "--task-arg")
     if args.schedule is not None:
         method_args["schedule"] = str(Path(args.schedule).resolve())
     out = _check_out(args.out)
     device = _resolve_device(args.device)
     data_dir = _data_dir(args)
     if args.command == "run":
-        _check_seed(args.seed)
+        check_seed(args.seed)
         tasks, methods, seeds = [args.task], [args.method], [args.seed]
     else:
-        tasks = _parse_names(args.tasks, "--tasks", "quadratic,ptb")
-        methods = _parse_names(args.methods, "--methods", "random,stn")
-        seeds = _parse_ints(args.seeds, "--seeds")
+        tasks = parse_names(args.tasks, "--tasks", "quadratic,ptb")
+        methods = parse_names(args.methods, "--methods", "random,stn")
+        seeds = parse_seeds(args.seeds, "--seeds")
     for task in tasks:
         cls = get_task(task)
         if args.preset not in cls.presets:
