@@ -114,7 +114,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per run (default: torch's choice); use 1 when runs share the machine",
+        help="CPU threads per run (default: the cores free for it: CPU affinity, Ray's CPUs, the machine's load)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -234,6 +234,9 @@ def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
+    from hpobench_stn.threads import quiet_thread_pools
+
+    quiet_thread_pools()  # before torch is first imported: OpenMP reads these settings when it loads
     args = build_parser().parse_args(argv)
     from hpobench_stn.metadata import source_revision
 

@@ -26,6 +26,7 @@ from hpobench_stn.signals import INTERRUPTIONS, signal_name
 from hpobench_stn.status import RunStatus, TrialStatus
 from hpobench_stn.store import SUMMARY, RunStore, is_complete, run_dir
 from hpobench_stn.task import Task
+from hpobench_stn.threads import configure_threads
 from hpobench_stn.trial_runner import short_error, trial_seed
 
 __all__ = ["RunSpec", "execute", "trial_seed"]
@@ -74,10 +75,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     path = spec.path
     if is_complete(path):
         return json.loads((path / SUMMARY).read_text())
-    if spec.threads is not None:
-        import torch
-
-        torch.set_num_threads(spec.threads)
+    threads = configure_threads(spec.threads)
     # Everything that can refuse the run (the task's data, the method's settings and door) before its folder exists.
     task = build_task(
         spec.task,
@@ -89,7 +87,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         settings=spec.task_args,
     )
     method = build_method(spec.method, task, spec.seed, spec.method_args)
-    meta = run_metadata.collect(spec, task, method, budget)
+    meta = run_metadata.collect(spec, task, method, budget, threads)
     store = RunStore(path)
     resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
     store.write_metadata(meta)
