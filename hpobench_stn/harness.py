@@ -19,6 +19,7 @@ from hpobench_stn import resume
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
 from hpobench_stn.clock import CpuClock, WallClock
 from hpobench_stn.errors import UserError
+from hpobench_stn.lock import RunLock
 from hpobench_stn.optimizer import Method, Optimizer
 from hpobench_stn.registry import build_method, build_task
 from hpobench_stn.run_context import RunContext
@@ -88,31 +89,34 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     )
     method = build_method(spec.method, task, spec.seed, spec.method_args)
     meta = run_metadata.collect(spec, task, method, budget, threads)
-    store = RunStore(path)
-    resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
-    store.write_metadata(meta)
-    meter = _meter(budget, task.train_size, spent)
-    bar = _progress_bar(spec) if progress else None
-    ctx = RunContext(task, meter, store, spec.seed, bar, replay)
-    ctx.load_average_start = meta["load_average_start"]
-    ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
-    interruption: BaseException | None = None
-    try:
-        status, error = _run_method(method, ctx)
-    except INTERRUPTIONS as exc:
-        interruption, status, error = exc, RunStatus.INTERRUPTED, f"interrupted by {signal_name(exc)}"
-        ctx.stop_reason = "interrupted"
-    if bar is not None:
-        ctx.show_progress(force=True)
-        bar.close()
-    if status == RunStatus.COMPLETED and ctx.incumbent is None:
-        status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
-    summary = _summary(ctx, task, status, error)
-    ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
-    store.finish(summary, complete=_is_final(status, ctx))
-    if interruption is not None:
-        raise interruption
-    return summary
+    with RunLock(path):  # one writer per run folder (hpobench_stn.lock): a second one exits naming this one
+        if is_complete(path):  # finished by another process while this one was starting
+            return json.loads((path / SUMMARY).read_text())
+        store = RunStore(path)
+        resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
+        store.write_metadata(meta)
+        meter = _meter(budget, task.train_size, spent)
+        bar = _progress_bar(spec) if progress else None
+        ctx = RunContext(task, meter, store, spec.seed, bar, replay)
+        ctx.load_average_start = meta["load_average_start"]
+        ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
+        interruption: BaseException | None = None
+        try:
+            status, error = _run_method(method, ctx)
+        except INTERRUPTIONS as exc:
+            interruption, status, error = exc, RunStatus.INTERRUPTED, f"interrupted by {signal_name(exc)}"
+            ctx.stop_reason = "interrupted"
+        if bar is not None:
+            ctx.show_progress(force=True)
+            bar.close()
+        if status == RunStatus.COMPLETED and ctx.incumbent is None:
+            status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
+        summary = _summary(ctx, task, status, error)
+        ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
+        store.finish(summary, complete=_is_final(status, ctx))
+        if interruption is not None:
+            raise interruption
+        return summary
 
 
 def _meter(budget: Budget, train_size: int, spent: resume.Spent) -> BudgetMeter:
