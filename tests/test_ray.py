@@ -460,3 +460,4 @@ def test_a_cluster_sweep_leaves_a_held_run_alone_and_sizes_threads_by_ray(tmp_pa
     (done,) = find_runs([tmp_path])
     threads = json.loads((done / "metadata.json").read_text())["threads"]
     assert threads["limits"]["ray"] == 1 and threads["count"] == 1, threads  # --cpus-per-run 1
+    assert threads["pools"]["set_before_torch"], "the worker imported torch before OpenMP was told to wait passively"
