@@ -125,6 +125,7 @@ class RunLock:
         self.previous: dict[str, Any] | None = None
         self.lost = False
         self._token = uuid.uuid4().hex
+        self._pid = os.getpid()  # a forked child inherits the object (and the signal handlers), not the lock
         self._made_folder = False
         self._stop = threading.Event()
         self._refresher: threading.Thread | None = None
@@ -133,13 +134,26 @@ class RunLock:
     # --- taking and releasing ------------------------------------------------------------------------------------
     def acquire(self) -> RunLock:
         """Take the lock, taking over a dead or stale one; raises :class:`RunHeldError` when a live process has it."""
-        if not self.path.exists():
-            self.path.mkdir(parents=True, exist_ok=True)
-            self._made_folder = True
+        self._pid = os.getpid()
+        try:
+            if not self.path.exists():
+                self.path.mkdir(parents=True, exist_ok=True)
+                self._made_folder = True
+            self._take()
+        except OSError as exc:
+            self._undo_folder()
+            raise UserError(
+                f"cannot write to output folder {self.path} ({exc.strerror}); choose a writable one with --out"
+            ) from None
+        self._start_refresher()
+        self._catch_signals()
+        return self
+
+    def _take(self) -> None:
         deadline = time.monotonic() + 10 * PARTIAL_GRACE_SECONDS
         while True:
             if self._create():
-                break
+                return
             raw, age = self._read()
             if raw is None:  # released between our attempt and the read: try again
                 continue
@@ -155,13 +169,12 @@ class RunLock:
                 self.previous = {**holder, "taken_over_because": reason}
             else:
                 time.sleep(0.05)
-        self._start_refresher()
-        self._catch_signals()
-        return self
 
     def release(self) -> None:
         """Give the lock up (only if it is still ours) and remove the run folder if taking the lock made it and
         nothing was written there."""
+        if os.getpid() != self._pid:
+            return
         self._stop.set()
         if self._refresher is not None and self._refresher is not threading.current_thread():
             self._refresher.join(timeout=5)
@@ -286,7 +299,7 @@ class RunLock:
                 self._old_handlers[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.release()
+        self.release()  # nothing in a forked child (see release)
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
