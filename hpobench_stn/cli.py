@@ -69,7 +69,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads per run (default: torch's choice); use 1 when runs share the machine",
+        help="CPU threads per run (default: the cores free for it: CPU affinity, Ray's CPUs, the machine's load)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -156,20 +156,32 @@ def _check_out(out: str) -> Path:
 
 
 def _cmd_list() -> None:
-    from hpobench_stn.registry import get_method, get_task, method_names, task_names
+    """Every task and method that loads; one line for each that does not, and for each plugin refused."""
+    from hpobench_stn.registry import method_names, refused_plugins, task_names, try_load
 
     print("tasks:")
     for name in task_names():
-        cls = get_task(name)
+        cls, why = try_load("task", name)
+        if cls is None:
+            print(f"  {name:14s} FAILED: {why}")
+            continue
         print(f"  {name:14s} {cls.description}")
         for preset in cls.presets.values():
             print(f"      --preset {preset.name:6s} {preset.description}")
     print("methods:")
     for name in method_names():
-        cls = get_method(name)
+        cls, why = try_load("method", name)
+        if cls is None:
+            print(f"  {name:14s} FAILED: {why}")
+            continue
         print(f"  {name:14s} {cls.description}")
         for line in cls.Settings.describe():
             print(f"      --method-arg {line}")
+    refused = refused_plugins()
+    if refused:
+        print("plugins refused:")
+        for line in refused:
+            print(f"  {line}")
 
 
 def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
@@ -192,6 +204,9 @@ def _print_summary(spec: Any, summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input)."""
+    from hpobench_stn.threads import quiet_thread_pools
+
+    quiet_thread_pools()  # before torch is first imported: OpenMP reads these settings when it loads
     args = build_parser().parse_args(argv)
     from hpobench_stn.metadata import source_revision
 
@@ -242,7 +257,7 @@ def _ray_options(args: argparse.Namespace) -> dict[str, Any]:
 def _dispatch(args: argparse.Namespace) -> int:
     from hpobench_stn.budget import Budget
     from hpobench_stn.harness import RunSpec
-    from hpobench_stn.registry import get_task, method_settings
+    from hpobench_stn.registry import get_task, method_settings, refused_plugins
     from hpobench_stn.sweep import run_sweep
 
     if args.command == "list":
@@ -284,6 +299,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         cls.presets[args.preset].with_settings(task_args, task)  # an unknown or mistyped --task-arg: refused now
     for method in methods:
         method_settings(method, method_args)  # names, types and ranges checked before anything runs
+    for line in refused_plugins(tasks + methods):  # the user may have meant the plugin: say which one runs
+        print(f"warning: {line}; the built-in runs", file=sys.stderr)
     specs = [
         RunSpec(
             task=t,

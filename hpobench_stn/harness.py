@@ -19,6 +19,7 @@ from hpobench_stn import resume
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
 from hpobench_stn.clock import CpuClock, WallClock
 from hpobench_stn.errors import UserError
+from hpobench_stn.lock import RunLock
 from hpobench_stn.optimizer import Method, Optimizer
 from hpobench_stn.registry import build_method, build_task
 from hpobench_stn.run_context import RunContext
@@ -26,6 +27,7 @@ from hpobench_stn.signals import INTERRUPTIONS, signal_name
 from hpobench_stn.status import RunStatus, TrialStatus
 from hpobench_stn.store import SUMMARY, RunStore, is_complete, run_dir
 from hpobench_stn.task import Task
+from hpobench_stn.threads import configure_threads
 from hpobench_stn.trial_runner import short_error, trial_seed
 
 __all__ = ["RunSpec", "execute", "trial_seed"]
@@ -74,10 +76,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
     path = spec.path
     if is_complete(path):
         return json.loads((path / SUMMARY).read_text())
-    if spec.threads is not None:
-        import torch
-
-        torch.set_num_threads(spec.threads)
+    threads = configure_threads(spec.threads)
     # Everything that can refuse the run (the task's data, the method's settings and door) before its folder exists.
     task = build_task(
         spec.task,
@@ -89,32 +88,35 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         settings=spec.task_args,
     )
     method = build_method(spec.method, task, spec.seed, spec.method_args)
-    meta = run_metadata.collect(spec, task, method, budget)
-    store = RunStore(path)
-    resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
-    store.write_metadata(meta)
-    meter = _meter(budget, task.train_size, spent)
-    bar = _progress_bar(spec) if progress else None
-    ctx = RunContext(task, meter, store, spec.seed, bar, replay)
-    ctx.load_average_start = meta["load_average_start"]
-    ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
-    interruption: BaseException | None = None
-    try:
-        status, error = _run_method(method, ctx)
-    except INTERRUPTIONS as exc:
-        interruption, status, error = exc, RunStatus.INTERRUPTED, f"interrupted by {signal_name(exc)}"
-        ctx.stop_reason = "interrupted"
-    if bar is not None:
-        ctx.show_progress(force=True)
-        bar.close()
-    if status == RunStatus.COMPLETED and ctx.incumbent is None:
-        status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
-    summary = _summary(ctx, task, status, error)
-    ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
-    store.finish(summary, complete=_is_final(status, ctx))
-    if interruption is not None:
-        raise interruption
-    return summary
+    meta = run_metadata.collect(spec, task, method, budget, threads)
+    with RunLock(path):  # one writer per run folder (hpobench_stn.lock): a second one exits naming this one
+        if is_complete(path):  # finished by another process while this one was starting
+            return json.loads((path / SUMMARY).read_text())
+        store = RunStore(path)
+        resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
+        store.write_metadata(meta)
+        meter = _meter(budget, task.train_size, spent)
+        bar = _progress_bar(spec) if progress else None
+        ctx = RunContext(task, meter, store, spec.seed, bar, replay)
+        ctx.load_average_start = meta["load_average_start"]
+        ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
+        interruption: BaseException | None = None
+        try:
+            status, error = _run_method(method, ctx)
+        except INTERRUPTIONS as exc:
+            interruption, status, error = exc, RunStatus.INTERRUPTED, f"interrupted by {signal_name(exc)}"
+            ctx.stop_reason = "interrupted"
+        if bar is not None:
+            ctx.show_progress(force=True)
+            bar.close()
+        if status == RunStatus.COMPLETED and ctx.incumbent is None:
+            status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
+        summary = _summary(ctx, task, status, error)
+        ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
+        store.finish(summary, complete=_is_final(status, ctx))
+        if interruption is not None:
+            raise interruption
+        return summary
 
 
 def _meter(budget: Budget, train_size: int, spent: resume.Spent) -> BudgetMeter:

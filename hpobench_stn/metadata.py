@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from hpobench_stn.harness import RunSpec
     from hpobench_stn.optimizer import Method
     from hpobench_stn.task import Task
+    from hpobench_stn.threads import ThreadChoice
 
 PACKAGES = ("hpobench-stn", "numpy", "torch", "torchvision", "optuna", "scikit-optimize", "ray", "pandas")
 
@@ -83,8 +84,10 @@ def load_average() -> list[float] | None:
         return None
 
 
-def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[str, Any]:
-    """The metadata record of one run."""
+def collect(
+    spec: RunSpec, task: Task, method: Method, budget: Budget, threads: ThreadChoice | None = None
+) -> dict[str, Any]:
+    """The metadata record of one run; ``threads``: the run's thread count and why (see hpobench_stn.threads)."""
     return {
         "task": spec.task,
         "preset": spec.preset,
@@ -103,6 +106,7 @@ def collect(spec: RunSpec, task: Task, method: Method, budget: Budget) -> dict[s
         "task_description": task.describe(),
         "data_dir": spec.data_dir,
         "device": device_info(spec.device),
+        "threads": threads.to_dict() if threads is not None else None,
         "versions": package_versions(),
         "git": source_revision(),
         "command": sys.argv,

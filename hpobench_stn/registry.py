@@ -1,12 +1,15 @@
 """Registry of tasks and methods by short name, imported lazily.
 
 Built-ins are ``"name": "module:Class"`` strings so that listing names imports nothing. Outside packages add
-their own through the entry-point groups ``hpobench_stn.tasks`` and ``hpobench_stn.methods`` (see README).
+their own through the entry-point groups ``hpobench_stn.tasks`` and ``hpobench_stn.methods`` (see README). A
+plugin may not take a built-in's name (it is refused, and ``list`` says so); a plugin that fails to import is an
+error only when it is asked for (``list`` shows the failure beside everything that loads).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -41,41 +44,103 @@ BUILTIN_METHODS: dict[str, str] = {
 }
 
 
-def _table(builtin: dict[str, str], group: str) -> dict[str, str]:
-    table = dict(builtin)
+KINDS = {"task": (BUILTIN_TASKS, TASK_GROUP), "method": (BUILTIN_METHODS, METHOD_GROUP)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a name's class lives (``module:attribute``) and the package that declared it (None: a built-in)."""
+
+    value: str
+    package: str | None = None
+
+
+def _package(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)
+    return dist.name if dist is not None and dist.name else "an unknown package"
+
+
+def _entries(kind: str) -> tuple[dict[str, Entry], list[tuple[str, str]]]:
+    """The built-ins of ``kind`` plus its entry points, and ``(name, why)`` for each entry point refused because a
+    built-in or a package found earlier has its name."""
+    builtin, group = KINDS[kind]
+    table = {name: Entry(value) for name, value in builtin.items()}
+    refused = []
     for ep in entry_points(group=group):
-        table.setdefault(ep.name, ep.value)
-    return table
+        package = _package(ep)
+        taken = table.get(ep.name)
+        if taken is None:
+            table[ep.name] = Entry(ep.value, package)
+        elif taken.package is None:
+            why = f"it shadows the built-in {kind} of that name; the package must rename its entry point"
+            refused.append((ep.name, f"{kind} {ep.name!r} of package {package} is refused: {why}"))
+        elif taken != Entry(ep.value, package):
+            why = f"package {taken.package} declares that name first; uninstall one of them or rename an entry point"
+            refused.append((ep.name, f"{kind} {ep.name!r} of package {package} is refused: {why}"))
+    return table, refused
 
 
 def task_names() -> list[str]:
     """All registered task names."""
-    return sorted(_table(BUILTIN_TASKS, TASK_GROUP))
+    return sorted(_entries("task")[0])
 
 
 def method_names() -> list[str]:
     """All registered method names."""
-    return sorted(_table(BUILTIN_METHODS, METHOD_GROUP))
+    return sorted(_entries("method")[0])
 
 
-def _load(kind: str, name: str, table: dict[str, str]) -> Any:
-    if name not in table:
-        raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
-    module_name, _, attr = table[name].partition(":")
+def refused_plugins(names: list[str] | None = None) -> list[str]:
+    """One line per entry point not registered because its name was taken (by a built-in or by a package found
+    first); with ``names``, only those for these names."""
+    return [line for kind in KINDS for name, line in _entries(kind)[1] if names is None or name in names]
+
+
+def _import(entry: Entry) -> Any:
+    module_name, _, attr = entry.value.partition(":")
     obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
 
 
+def _load(kind: str, name: str) -> Any:
+    table = _entries(kind)[0]
+    if name not in table:
+        raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
+    entry = table[name]
+    if entry.package is None:
+        return _import(entry)  # a built-in that fails to import is a bug: its traceback says where
+    try:
+        return _import(entry)
+    except Exception as exc:  # anything a plugin's import raises
+        raise UserError(
+            f"{kind} {name!r} of package {entry.package} ({name} = {entry.value}) cannot be loaded: "
+            f"{type(exc).__name__}: {exc}; fix or uninstall that package"
+        ) from None
+
+
+def try_load(kind: str, name: str) -> tuple[Any, str | None]:
+    """``(class, None)`` for a task or method (``kind`` "task" or "method") that loads, else ``(None, why)``: for
+    ``list``, which shows what loads and, one line each, what does not."""
+    try:
+        return _load(kind, name), None
+    except UserError as exc:
+        return None, str(exc)
+    except Exception as exc:
+        return None, f"{kind} {name!r} (built-in) cannot be loaded: {type(exc).__name__}: {exc}"
+
+
 def get_task(name: str) -> Any:
-    """The Task class registered under ``name`` (a clear error listing valid names otherwise)."""
-    return _load("task", name, _table(BUILTIN_TASKS, TASK_GROUP))
+    """The Task class registered under ``name`` (a clear error listing valid names otherwise, or giving a plugin's
+    import error)."""
+    return _load("task", name)
 
 
 def get_method(name: str) -> Any:
-    """The Method class registered under ``name`` (a clear error listing valid names otherwise)."""
-    return _load("method", name, _table(BUILTIN_METHODS, METHOD_GROUP))
+    """The Method class registered under ``name`` (a clear error listing valid names otherwise, or giving a
+    plugin's import error)."""
+    return _load("method", name)
 
 
 def method_settings(name: str, args: dict[str, Any]) -> Any:

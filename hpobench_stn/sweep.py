@@ -6,6 +6,9 @@ each run is a Ray task with its own resources, sent to an existing cluster (``HO
 (``local``); every worker writes its run folder under ``out``, which must be a path every node can reach. A run
 whose worker dies is retried by Ray up to ``max_retries`` times (the retry resumes from the run's event log) and
 then recorded as failed; the driver shows one progress bar over the grid of runs.
+
+A run another process is writing (its folder's lock is held, see ``hpobench_stn.lock``) is not run: its status
+is ``held``, with the holder, and a later sweep runs it if it is still not complete.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpobench_stn.harness import RunSpec, execute
+from hpobench_stn.lock import RunHeldError, describe
 from hpobench_stn.signals import INTERRUPTIONS
 from hpobench_stn.store import RunStore, is_complete
 
@@ -48,7 +52,12 @@ def run_sweep(
         if is_complete(spec.path):
             results[key] = {"status": "skipped"}
             continue
-        summary = execute(spec, progress=False)
+        try:
+            summary = execute(spec, progress=False)
+        except RunHeldError as exc:  # another process writes this run: leave it to that one
+            results[key] = _held(exc)
+            bar.set_postfix_str(f"{spec.task}/{spec.method}/seed {spec.seed}: held")
+            continue
         results[key] = {
             "status": summary["status"],
             "val_loss": summary.get("val_loss"),
@@ -56,6 +65,10 @@ def run_sweep(
         }
         bar.set_postfix_str(f"{spec.task}/{spec.method}/seed {spec.seed}: {summary['status']}")
     return results
+
+
+def _held(exc: RunHeldError) -> dict[str, Any]:
+    return {"status": "held", "holder": describe(exc.holder)}
 
 
 def _brief(summary: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +158,10 @@ def _collect(pending: dict[Any, RunSpec], results: dict[str, dict[str, Any]], ba
         try:
             results[key] = ray.get(done[0])
         except ray.exceptions.RayTaskError as exc:  # an error escaped the harness (bad input, data missing)
-            results[key] = {"status": "failed", "error": str(exc.cause) if exc.cause else str(exc)}
+            if isinstance(exc.cause, RunHeldError):
+                results[key] = _held(exc.cause)
+            else:
+                results[key] = {"status": "failed", "error": str(exc.cause) if exc.cause else str(exc)}
         except ray.exceptions.RayError as exc:  # the worker or its node died on every attempt
             error = f"worker died {max_retries + 1} times: {type(exc).__name__}"
             results[key] = {"status": "failed", "error": error}

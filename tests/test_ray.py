@@ -22,6 +22,7 @@ from baselines.ray_tune import PBT, clip_to_space, ray_search_space
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.cli import main
 from hpobench_stn.harness import RunSpec, execute
+from hpobench_stn.lock import LOCK, RunLock
 from hpobench_stn.ray_cluster import LOOPBACK, LocalHead, _running, free_port, init_ray, shutdown_ray
 from hpobench_stn.space import Float, Integer, Rate, SearchSpace
 from hpobench_stn.store import MEASURED_FIELDS, find_runs, read_events
@@ -443,3 +444,20 @@ def test_ray_tune_methods_run_inside_a_cluster_sweep(tmp_path, head):
         summary = json.loads((run / "summary.json").read_text())
         assert summary["epochs"] == 20 and "failed" not in summary["trials_by_status"], summary
         assert {p.name for p in run.iterdir()} == {"metadata.json", "events.jsonl", "summary.json", "COMPLETE"}
+
+
+@pytest.mark.slow
+def test_a_cluster_sweep_leaves_a_held_run_alone_and_sizes_threads_by_ray(tmp_path, head):
+    held = RunSpec("quadratic", "random", seed=1, budget="20ep", out=tmp_path).path
+    with RunLock(held):  # this test process writes seed 1; the worker that gets it must leave it
+        sweep = _sweep(tmp_path, "--ray-address", head.address, budget="20ep", methods="random", seeds="0,1")
+        out, err = sweep.communicate(timeout=300)
+        assert [p.name for p in held.iterdir()] == [LOCK]
+    assert sweep.returncode == 1, err
+    results = json.loads(out)
+    assert results[str(held)]["status"] == "held", results
+    assert f"PID {os.getpid()}" in results[str(held)]["holder"]
+    (done,) = find_runs([tmp_path])
+    threads = json.loads((done / "metadata.json").read_text())["threads"]
+    assert threads["limits"]["ray"] == 1 and threads["count"] == 1, threads  # --cpus-per-run 1
+    assert threads["pools"]["set_before_torch"], "the worker imported torch before OpenMP was told to wait passively"

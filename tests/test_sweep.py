@@ -1,4 +1,5 @@
-"""Sweeps: a re-run does the work once; a sweep killed with SIGKILL and re-run completes every run exactly once."""
+"""Sweeps: a re-run does the work once; a sweep killed with SIGKILL and re-run completes every run exactly once; a run
+another process writes is left to it."""
 
 import json
 import os
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from hpobench_stn.harness import RunSpec
+from hpobench_stn.lock import LOCK, RunLock
 from hpobench_stn.store import find_runs, read_events
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["sweep", "--tasks", "quadratic", "--methods", "grid,random", "--seeds", "0,1", "--quiet"]
 
 
-def _sweep(out, budget, **kw):
+def _sweep(out, budget, sweep=SWEEP, **kw):
     return subprocess.Popen(
-        [sys.executable, "-m", "hpobench_stn", *SWEEP, "--budget", budget, "--out", str(out)],
+        [sys.executable, "-m", "hpobench_stn", *sweep, "--budget", budget, "--out", str(out)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -39,6 +42,21 @@ def test_sweep_twice_does_the_work_once(tmp_path):
     out, _ = second.communicate(timeout=300)
     assert all(v["status"] == "skipped" for v in json.loads(out).values())
     assert {p: (p / "events.jsonl").read_text() for p in find_runs([tmp_path])} == logs
+
+
+def test_sweep_skips_a_run_another_process_writes_and_says_so(tmp_path):
+    held = RunSpec("quadratic", "random", seed=1, budget="20ep", out=tmp_path).path
+    sweep = ["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "0,1", "--quiet"]
+    with RunLock(held):  # this test process writes seed 1
+        proc = _sweep(tmp_path, "20ep", sweep)
+        out, err = proc.communicate(timeout=300)
+        assert [p.name for p in held.iterdir()] == [LOCK], "the sweep wrote into a run another process holds"
+    results = json.loads(out)
+    assert proc.returncode == 1, err  # not every run is complete
+    assert results[str(held)] == {"status": "held", "holder": results[str(held)]["holder"]}
+    assert f"PID {os.getpid()}" in results[str(held)]["holder"]
+    (other,) = [v for k, v in results.items() if k != str(held)]
+    assert other["status"] == "completed"
 
 
 @pytest.mark.slow
