@@ -37,6 +37,8 @@ METRICS = [
     Metric("regret", "regret"),
 ]
 COST = [Metric("seconds", "seconds"), Metric("epochs", "epochs"), Metric("trials", "trials")]
+#: Trials a model-based sampler's model proposed (the summary's ``proposals``; see ``Optimizer.proposals``).
+PROPOSED = "proposals.model"
 
 
 def standard_error(values: pd.Series) -> float:
@@ -75,7 +77,8 @@ def summarize(runs: pd.DataFrame, metrics: list[Metric] | None = None) -> pd.Dat
     """One row per (task, preset, budget, method): ``runs``, ``failed``, ``no_incumbent``, ``n`` (runs that
     completed with an incumbent: the seeds every mean is over) and per metric ``.mean``, ``.se``, ``.ci`` (half-width
     of the 95% Student-t interval). Cost columns (seconds, epochs, trials) average over every run that did not
-    fail."""
+    fail. Where runs count their proposals (model-based samplers), ``proposals.runs`` (runs that did, among those
+    that did not fail) and ``start_only`` (those whose model proposed no trial: they never left the random start)."""
     metrics = available(runs, metrics or METRICS)
     cost = available(runs, COST)
     rows = []
@@ -90,6 +93,9 @@ def summarize(runs: pd.DataFrame, metrics: list[Metric] | None = None) -> pd.Dat
             row[f"{m.column}.se"] = standard_error(values)
         for m in cost:
             row[f"{m.column}.mean"] = float(pd.to_numeric(group.loc[kinds != FAILED, m.column], errors="coerce").mean())
+        if PROPOSED in runs:  # runs made before summaries counted proposals have no such column: nothing is added
+            model = pd.to_numeric(group.loc[kinds != FAILED, PROPOSED], errors="coerce").dropna()
+            row |= {"proposals.runs": len(model), "start_only": int((model == 0).sum())}
         rows.append(row)
     return pd.DataFrame(rows)
 

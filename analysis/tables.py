@@ -4,7 +4,8 @@ Each cell is the mean ± the half-width of the 95% Student-t interval over the s
 incumbent; every row counts its seeds that completed, failed and found no incumbent. Per column and comparison
 group (task, preset, budget) the best mean is in bold, and every other method is tested against it (two-sided
 Mann-Whitney U, Holm-corrected; see :func:`analysis.aggregate.compare`). With events, a time-to-quality column per
-budget unit (see :mod:`analysis.quality`).
+budget unit (see :mod:`analysis.quality`). A model-based sampler whose runs never left their random start (no trial
+proposed by the model) is marked † after its name (†k/n: k of its n runs), with a note under the table.
 """
 
 from __future__ import annotations
@@ -148,10 +149,23 @@ def comparison(runs: pd.DataFrame, metrics: list[Metric] | None = None) -> tuple
 
 
 SYMBOLS = {
-    "md": {"bold": ("**", "**"), "worse": " \\*", "nd": " ?"},
-    "latex": {"bold": (r"\textbf{", "}"), "worse": r"$^{*}$", "nd": r"$^{?}$"},
-    "html": {"bold": ("<strong>", "</strong>"), "worse": " *", "nd": " ?"},
+    "md": {"bold": ("**", "**"), "worse": " \\*", "nd": " ?", "start": " †"},
+    "latex": {"bold": (r"\textbf{", "}"), "worse": r"$^{*}$", "nd": r"$^{?}$", "start": r"$^{\dagger}$"},
+    "html": {"bold": ("<strong>", "</strong>"), "worse": " *", "nd": " ?", "start": " †"},
 }
+START_NOTE = (
+    "†: random start only: the sampler's model proposed no trial of these runs (only the initial configuration and "
+    "random ones), so the row measures its random start, not its model (†k/n: in k of the n runs that counted "
+    "their proposals)."
+)
+
+
+def start_only(row: pd.Series) -> str:
+    """``""``, ``"all"`` (no run of the row left its random start) or ``"k/n"`` (k of its n runs did not)."""
+    k, n = row.get("start_only", math.nan), row.get("proposals.runs", math.nan)
+    if pd.isna(k) or pd.isna(n) or k == 0:
+        return ""
+    return "all" if k == n else f"{int(k)}/{int(n)}"
 
 
 def _ttq_cell(result: Comparison, row: pd.Series, unit: str) -> str:
@@ -171,6 +185,8 @@ def formatted(result: Comparison, style: str = "md") -> pd.DataFrame:
     rows = []
     for idx, row in result.summary.iterrows():
         out = {g: row[g] for g in GROUP}
+        if only := start_only(row):
+            out["method"] += symbols["start"] + ("" if only == "all" else only)
         out |= {"completed": row["n"], "failed": row["failed"], "no inc.": row["no_incumbent"]}
         for m in result.metrics:
             text = _cell(row[f"{m.column}.mean"], row[f"{m.column}.ci"])
@@ -214,6 +230,8 @@ def notes(result: Comparison, group: tuple | None = None) -> list[str]:
             "reached it (reached/seeds), seeds that never reach it are left out of the mean. Targets: "
             f"{targets_text}."
         )
+    if any(start_only(row) and shown(_key(row)) for _, row in result.summary.iterrows()):
+        lines.append(START_NOTE)
     for key, (n, m, floor) in sorted(result.undetectable.items()):
         if not shown(key):
             continue
@@ -241,7 +259,8 @@ def latex_escape(text: str) -> str:
     """Text safe inside a LaTeX document."""
     for char, repl in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("_", r"\_")):
         text = text.replace(char, repl)
-    return text.replace("±", r"$\pm$").replace("≥", r"$\geq$").replace("α", r"$\alpha$")
+    text = text.replace("±", r"$\pm$").replace("≥", r"$\geq$").replace("α", r"$\alpha$")
+    return text.replace("†", r"$^{\dagger}$")
 
 
 def to_latex(

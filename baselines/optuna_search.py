@@ -2,9 +2,17 @@
 with log expected improvement) and ``cmaes`` (CMA-ES, through the ``cmaes`` package).
 
 The distributions come from the search space through :func:`optuna_distributions`. Each ``ask`` uses a fresh
-sampler seeded from the run's seed and the trial id, so a proposal depends only on (seed, trial id, trials told
-so far): the same seed gives the same proposals, and a resumed run (the harness replays the finished trials)
-proposes exactly what an uninterrupted one would.
+sampler seeded from the run's seed, the method's name and the trial id (:meth:`~hpobench_stn.optimizer.Method.
+stream_seed`), so a proposal depends only on (seed, method, trial id, trials told so far): the same seed gives the
+same proposals, two samplers at one seed draw different random starts, and a resumed run (the harness replays the
+finished trials) proposes exactly what an uninterrupted one would.
+
+The first trial is the task's initial configuration (``start_at_default``), put in the study with
+``study.enqueue_trial`` so that the sampler learns from it like any other trial; it comes on top of the
+``n_startup_trials`` random ones (the sampler is told to wait for one more completed trial), as skopt's ``x0`` comes
+on top of its ``n_initial_points``. A study loaded from storage that already holds trials is not enqueued again.
+Each trial's origin (random start or model, see :meth:`~hpobench_stn.optimizer.Optimizer.proposals`) is kept as a
+user attribute, so a resumed study counts it as the first attempt did.
 
 ``persist=True`` (or ``storage=URL``) keeps the study in Optuna's own storage, by default an SQLite file
 ``optuna.db`` in the run folder, under a study name made of the run's folder (task/preset/method/budget/seed).
@@ -23,10 +31,8 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
-from hpobench_stn.optimizer import Optimizer, Outcome
-from hpobench_stn.settings import MethodSettings, setting
+from hpobench_stn.optimizer import MODEL, START, Optimizer, Outcome
+from hpobench_stn.settings import BlackBoxSettings, MethodSettings, setting
 from hpobench_stn.space import Config, SearchSpace
 from hpobench_stn.status import TrialStatus
 
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from hpobench_stn.run_context import RunContext
 
 TRIAL_ATTR = "hpobench_trial"
+ORIGIN_ATTR = "hpobench_proposal"
 
 
 def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
@@ -53,10 +60,10 @@ def optuna_distributions(space: SearchSpace) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class OptunaSettings(MethodSettings):
-    """What every Optuna sampler takes: its random start and where the study is kept."""
+class OptunaSettings(BlackBoxSettings):
+    """What every Optuna sampler takes: its start and where the study is kept."""
 
-    n_startup_trials: int = setting(10, low=0, help="random trials before the sampler's model is used")
+    n_startup_trials: int = setting(10, low=0, help="random trials (after the initial one) before the model is used")
     persist: bool = setting(False, help="keep the study in optuna.db in the run folder (resumes it)")
     storage: str | None = setting(None, help="an Optuna storage URL instead of optuna.db (implies persist)")
 
@@ -72,7 +79,7 @@ class TpeSettings(OptunaSettings):
 class CmaEsSettings(OptunaSettings):
     """CMA-ES's settings (one random start: CMA-ES has its own initial distribution)."""
 
-    n_startup_trials: int = setting(1, low=0, help="random trials before CMA-ES starts")
+    n_startup_trials: int = setting(1, low=0, help="random trials (after the initial one) before CMA-ES starts")
     popsize: int | None = setting(None, low=2, help="population size (default: CMA-ES's rule)")
 
 
@@ -83,6 +90,7 @@ class OptunaSearch(Optimizer):
     description: ClassVar[str] = "Optuna sampler"
     Settings: ClassVar[type[MethodSettings]] = OptunaSettings
     options: OptunaSettings
+    has_model = True
 
     def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
         super().__init__(space, seed, max_epochs, **settings)
@@ -90,14 +98,17 @@ class OptunaSearch(Optimizer):
         self._dists = optuna_distributions(space)
         self._study: optuna.Study | None = None
         self._numbers: dict[int, int] = {}  # our trial id -> Optuna trial number
+        # completed trials the sampler waits for before using its model: the initial configuration on top
+        self.n_startup = self.options.n_startup_trials + int(self.options.start_at_default)
 
     # --- sampler ---------------------------------------------------------------------------------------------
     @abstractmethod
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
-        """The sampler for one ask, seeded with ``seed``."""
+        """The sampler for one ask, seeded with ``seed``, using its model after ``self.n_startup`` completed
+        trials."""
 
     def _sampler_seed(self, trial_id: int) -> int:
-        return int(np.random.SeedSequence([self.seed, trial_id, 0x0B7A]).generate_state(1)[0] % (2**31 - 1))
+        return self.stream_seed(trial_id, 0x0B7A) % (2**31 - 1)
 
     # --- study -----------------------------------------------------------------------------------------------
     def open_study(self, storage: str | None = None, study_name: str | None = None) -> None:
@@ -110,9 +121,11 @@ class OptunaSearch(Optimizer):
             storage=storage,
             study_name=study_name,
             direction="minimize",
-            sampler=optuna.samplers.RandomSampler(seed=self.seed),  # replaced at every ask
+            sampler=optuna.samplers.RandomSampler(seed=self.stream_seed()),  # replaced at every ask
             load_if_exists=storage is not None,
         )
+        if self.options.start_at_default and not self._study.get_trials(deepcopy=False):
+            self._study.enqueue_trial(self.space.default())  # a study resumed from storage has it already
         self._numbers = {}
         for stored in self._study.get_trials(deepcopy=False):
             tid = stored.user_attrs.get(TRIAL_ATTR)
@@ -149,16 +162,31 @@ class OptunaSearch(Optimizer):
         stored = self._stored(trial_id)
         if stored is not None:
             params = stored.params
+            if ORIGIN_ATTR in stored.user_attrs:
+                self.origins[trial_id] = stored.user_attrs[ORIGIN_ATTR]
         else:
             study = self.study
+            origin = START if self._in_start() else MODEL
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # experimental-feature warnings of some samplers
                 study.sampler = self.make_sampler(self._sampler_seed(trial_id))
                 trial = study.ask(self._dists)
             trial.set_user_attr(TRIAL_ATTR, trial_id)
+            trial.set_user_attr(ORIGIN_ATTR, origin)
             self._numbers[trial_id] = trial.number
+            self.origins[trial_id] = origin
             params = trial.params
         return {hp.name: hp.cast(min(max(params[hp.name], hp.low), hp.high)) for hp in self.space}
+
+    def _in_start(self) -> bool:
+        """Whether the next ask is part of the start: an enqueued trial (the initial configuration) is waiting, or
+        fewer than ``n_startup`` trials completed (the rule of Optuna's samplers; this class tells no PRUNED)."""
+        from optuna.trial import TrialState
+
+        study = self.study
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return True
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < self.n_startup
 
     def tell(self, trial_id: int, config: Config, outcome: Outcome) -> None:
         """Tell the value (or FAIL for failed and diverged trials); stored finished trials are left alone."""
@@ -192,7 +220,7 @@ class TPESearch(OptunaSearch):
         import optuna
 
         return optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=self.options.n_startup_trials, multivariate=self.options.multivariate
+            seed=seed, n_startup_trials=self.n_startup, multivariate=self.options.multivariate
         )
 
 
@@ -206,7 +234,7 @@ class GPSearch(OptunaSearch):
         """A seeded GP sampler."""
         import optuna
 
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.options.n_startup_trials)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.n_startup)
 
 
 class CmaEsSearch(OptunaSearch):
@@ -223,7 +251,7 @@ class CmaEsSearch(OptunaSearch):
 
         return optuna.samplers.CmaEsSampler(
             seed=seed,
-            n_startup_trials=self.options.n_startup_trials,
+            n_startup_trials=self.n_startup,
             popsize=self.options.popsize,
             warn_independent_sampling=False,
         )

@@ -23,6 +23,12 @@ every report here carries one. Each report's ``hparams`` is the configuration th
 schedule, comparable with STN's. Each exploit is logged as an ``exploit`` event (trial, donor, new configuration).
 The population fills the run's budget, as STN's single model does (see :class:`PBT`).
 
+Start and seeds: the first trial Tune creates is the task's initial configuration (``start_at_default``; Tune's
+``points_to_evaluate``; PBT's first member), the rest are drawn by Tune's generator seeded from the run's seed and
+the method's name (and PBT's explore draws from Python's and NumPy's global generators, seeded likewise for the
+run), so ASHA, HyperBand and PBT at one seed draw different configurations. The k-th trial Tune creates trains with
+:func:`~hpobench_stn.trial_runner.trial_seed` ``(seed, k)``, the training seed of every method's k-th trial.
+
 Ray is started embedded on 127.0.0.1 with ``num_cpus`` CPUs (default: all), each trial asking for
 ``cpus_per_trial``, unless this process is already connected to Ray: inside a run of a sweep on a cluster the
 trials share the CPUs the run holds (``--cpus-per-run``; they ask Ray for none). With more than one trial at a
@@ -48,8 +54,9 @@ import numpy as np
 
 from baselines.ray_trainable import METRIC, SEED_KEY, TIME_ATTR, Ledger, train_trial
 from hpobench_stn.optimizer import Method
-from hpobench_stn.settings import MethodSettings, setting
+from hpobench_stn.settings import BlackBoxSettings, MethodSettings, setting
 from hpobench_stn.space import SearchSpace
+from hpobench_stn.trial_runner import trial_seed
 
 if TYPE_CHECKING:
     from hpobench_stn.run_context import RunContext
@@ -78,8 +85,21 @@ def clip_to_space(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def trial_seeds(run_seed: int) -> Any:
+    """A Tune domain that gives the k-th trial Tune creates the seed :func:`trial_seed` ``(run_seed, k)``."""
+    from ray import tune
+
+    created = [0]  # a closure, not an object: Tune deep-copies the search space, and a copy would restart the count
+
+    def next_seed() -> int:
+        created[0] += 1
+        return trial_seed(run_seed, created[0] - 1)
+
+    return tune.sample_from(next_seed)
+
+
 @dataclass(frozen=True)
-class RayTuneSettings(MethodSettings):
+class RayTuneSettings(BlackBoxSettings):
     """The resources of the embedded Ray and of each trial."""
 
     num_cpus: int | None = setting(None, low=1, help="CPUs of the embedded Ray (default: all)")
@@ -155,8 +175,8 @@ class RayTuneMethod(Method):
         scratch.mkdir(parents=True)
         key = uuid.uuid4().hex
         rng_state = random.getstate(), np.random.get_state()
-        random.seed(self.seed)  # PBT's explore draws from Python's and NumPy's global generators
-        np.random.seed(self.seed % 2**32)
+        random.seed(self.stream_seed())  # PBT's explore draws from Python's and NumPy's global generators
+        np.random.seed(self.stream_seed())
         tune_logger = logging.getLogger("ray.tune")
         level = tune_logger.level
         tune_logger.setLevel(logging.ERROR)
@@ -215,7 +235,8 @@ class RayTuneMethod(Method):
         # Tune registers trainables by name in the Ray job: runs sharing a job (a sweep on a cluster) need their own.
         trainable.__name__ = f"train_trial_{key[:12]}"
         trainable = tune.with_resources(trainable, resources)
-        param_space = {**ray_search_space(self.space), SEED_KEY: tune.randint(0, 2**31 - 1)}
+        param_space = {**ray_search_space(self.space), SEED_KEY: trial_seeds(self.seed)}
+        start = [self.space.default()] if self.options.start_at_default else None
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -223,7 +244,7 @@ class RayTuneMethod(Method):
                 metric=METRIC,
                 mode="min",
                 scheduler=self.make_scheduler(ctx),
-                search_alg=BasicVariantGenerator(random_state=self.seed),
+                search_alg=BasicVariantGenerator(points_to_evaluate=start, random_state=self.stream_seed(0x7E5E)),
                 num_samples=self.num_samples(ctx),
                 max_concurrent_trials=self.max_concurrent(cpus),
                 reuse_actors=True,

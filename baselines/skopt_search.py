@@ -1,8 +1,14 @@
 """scikit-optimize driven directly by ask/tell (Ray Tune no longer ships an skopt searcher): ``skopt-gp``, a
 Gaussian process with expected improvement, and ``skopt-forest``, a random forest with expected improvement.
 
-The dimensions come from the search space through :func:`skopt_dimensions`; the optimizer is seeded with the run's
-seed, so the same seed gives the same proposals, and the harness's replay on resume rebuilds the same state.
+The dimensions come from the search space through :func:`skopt_dimensions`; the optimizer is seeded from the run's
+seed and the method's name (:meth:`~hpobench_stn.optimizer.Method.stream_seed`), so the same seed gives the same
+proposals, ``skopt-gp`` and ``skopt-forest`` at one seed draw different random starts, and the harness's replay on
+resume rebuilds the same state.
+
+The first trial is the task's initial configuration (``start_at_default``): the first ``ask`` returns it and its
+result is told as usual, the way ``gp_minimize`` evaluates and tells its ``x0``; as there, it comes on top of the
+``n_initial_points`` random points (the optimizer is built with one more initial point).
 
 Failed and diverged trials: skopt has no notion of a failed evaluation, and leaving a proposal untold makes its
 next ``ask`` return the same point again once the model is in use. So a failed or diverged trial is told as the
@@ -17,8 +23,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hpobench_stn.optimizer import Optimizer, Outcome
-from hpobench_stn.settings import MethodSettings, setting
+from hpobench_stn.optimizer import MODEL, START, Optimizer, Outcome
+from hpobench_stn.settings import BlackBoxSettings, setting
 from hpobench_stn.space import Config, SearchSpace
 from hpobench_stn.status import TrialStatus
 
@@ -38,10 +44,10 @@ def skopt_dimensions(space: SearchSpace) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class SkoptSettings(MethodSettings):
-    """The random start, the acquisition function and how it is optimised."""
+class SkoptSettings(BlackBoxSettings):
+    """The start, the acquisition function and how it is optimised."""
 
-    n_initial_points: int = setting(10, low=1, help="random points before the surrogate is used")
+    n_initial_points: int = setting(10, low=1, help="random points (after the initial one) before the surrogate")
     acq_func: str = setting("EI", choices=("EI", "PI", "LCB", "gp_hedge"), help="acquisition function")
     acq_optimizer: str = setting("auto", choices=("auto", "sampling", "lbfgs"), help="how it is optimised")
 
@@ -54,6 +60,7 @@ class SkoptSearch(Optimizer):
     base_estimator: ClassVar[str] = "GP"
     Settings = SkoptSettings
     options: SkoptSettings
+    has_model = True
 
     def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
         super().__init__(space, seed, max_epochs, **settings)
@@ -64,17 +71,23 @@ class SkoptSearch(Optimizer):
             base_estimator=self.base_estimator,
             acq_func=self.options.acq_func,
             acq_optimizer=self.options.acq_optimizer,
-            n_initial_points=self.options.n_initial_points,
-            random_state=seed,
+            n_initial_points=self.options.n_initial_points + int(self.options.start_at_default),
+            random_state=self.stream_seed(),
         )
+        self._start = [space.default()[hp.name] for hp in space] if self.options.start_at_default else None
         self._asked: dict[int, list[Any]] = {}
         self._worst: float | None = None
 
     def ask(self, trial_id: int) -> Config:
-        """The next point of the skopt optimizer."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "objective has been evaluated at this point before" and the like
-            point = self._opt.ask()
+        """The initial configuration first (by default), then the next point of the skopt optimizer."""
+        if self._start is not None:
+            point, self._start = self._start, None
+            self.origins[trial_id] = START
+        else:
+            self.origins[trial_id] = START if self._opt._n_initial_points > 0 else MODEL  # skopt's own rule
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "objective has been evaluated at this point before" and the like
+                point = self._opt.ask()
         self._asked[trial_id] = point
         return {hp.name: hp.cast(float(v)) for hp, v in zip(self.space, point, strict=True)}
 

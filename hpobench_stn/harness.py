@@ -111,7 +111,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
             bar.close()
         if status == RunStatus.COMPLETED and ctx.incumbent is None:
             status, error = RunStatus.NO_RESULT, _why_no_result(ctx)
-        summary = _summary(ctx, task, status, error)
+        summary = _summary(ctx, task, status, error) | method.summary_fields()
         ctx.log("run_end", status=status, stop_reason=ctx.stop_reason)
         store.finish(summary, complete=_is_final(status, ctx))
         if interruption is not None:

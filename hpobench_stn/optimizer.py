@@ -9,6 +9,9 @@ context's meter for every example it trains on, which :func:`~hpobench_stn.trial
 A method's settings are declared once, as a frozen dataclass (:class:`~hpobench_stn.settings.MethodSettings`) named
 by the class attribute ``Settings``; ``Method(space, seed, max_epochs, **settings)`` checks them and keeps them as
 ``self.options``.
+
+A method's own random streams come from :meth:`Method.stream_seed`, i.e. from the run's seed and the method's name
+(:mod:`hpobench_stn.seeds`): two methods at one seed never share a random start; the trials' seeds are common to all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from hpobench_stn.seeds import method_seed
 from hpobench_stn.settings import MethodSettings
 from hpobench_stn.space import Config, SearchSpace
 from hpobench_stn.status import TrialStatus
@@ -26,6 +30,10 @@ from hpobench_stn.status import TrialStatus
 if TYPE_CHECKING:
     from hpobench_stn.run_context import RunContext
     from hpobench_stn.task import Task
+
+
+#: Who proposed a trial of a model-based optimizer: its random start (the initial configuration included) or its model.
+START, MODEL = "start", "model"
 
 
 class SearchExhausted(Exception):
@@ -64,6 +72,15 @@ class Method(ABC):
         """The method's settings as stored with the run: every field of its ``Settings``."""
         return self.options.to_dict()
 
+    def stream_seed(self, *stream: int) -> int:
+        """The seed of one of this method's own random streams: from the run's seed and the method's name (and
+        ``stream``), so that another method at the same seed draws differently (see :mod:`hpobench_stn.seeds`)."""
+        return method_seed(self.seed, getattr(self, "name", type(self).__name__), *stream)
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What the method adds to the run's ``summary.json`` (default: nothing)."""
+        return {}
+
     def check_task(self, task: Task) -> None:  # noqa: B027 - optional hook
         """Refuse (with a ``UserError``) a task this method cannot run on, before the run's folder exists."""
 
@@ -73,11 +90,19 @@ class Method(ABC):
 
 
 class Optimizer(Method):
-    """An ask/tell optimizer; the harness runs the loop (:func:`hpobench_stn.ask_tell.ask_tell_loop`)."""
+    """An ask/tell optimizer; the harness runs the loop (:func:`hpobench_stn.ask_tell.ask_tell_loop`).
+
+    A model-based optimizer (``has_model``) notes in ``origins`` who proposed each trial it asks for: its random start
+    (``"start"``, the initial configuration included) or its model (``"model"``); the run's summary counts them as
+    ``proposals``, so a table can say when a sampler never left its random start.
+    """
+
+    has_model: ClassVar[bool] = False
 
     def __init__(self, space: SearchSpace, seed: int, max_epochs: int, **settings: Any) -> None:
         super().__init__(space, seed, max_epochs, **settings)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(self.stream_seed())
+        self.origins: dict[int, str] = {}
 
     @abstractmethod
     def ask(self, trial_id: int) -> Config:
@@ -89,6 +114,18 @@ class Optimizer(Method):
 
     def tell(self, trial_id: int, config: Config, outcome: Outcome) -> None:
         """Receive a finished trial's outcome (default: ignore)."""
+
+    def proposals(self) -> dict[str, int] | None:
+        """How many of the trials asked for the random start and the model proposed (None without a model)."""
+        if not self.has_model:
+            return None
+        kinds = list(self.origins.values())
+        return {kind: kinds.count(kind) for kind in (START, MODEL)}
+
+    def summary_fields(self) -> dict[str, Any]:
+        """``proposals`` (see :meth:`proposals`) for a model-based optimizer."""
+        counts = self.proposals()
+        return {} if counts is None else {"proposals": counts}
 
     def run(self, ctx: RunContext) -> None:
         """Run the harness's ask/tell loop with this optimizer."""

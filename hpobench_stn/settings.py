@@ -183,3 +183,12 @@ class MethodSettings:
             if value != default or type(value) is not type(default):
                 out[spec.name] = value
         return out
+
+
+@dataclass(frozen=True)
+class BlackBoxSettings(MethodSettings):
+    """What every black-box search method takes (grid, random, the Optuna and skopt samplers, Ray Tune's
+    schedulers): whether its first trial is the task's initial configuration, the point STN starts from, told to the
+    method's model like any other trial."""
+
+    start_at_default: bool = setting(True, help="first trial at the task's initial configuration (STN's start)")

@@ -40,7 +40,8 @@ def short_error(exc: BaseException) -> str:
 
 
 def trial_seed(run_seed: int, trial_id: int) -> int:
-    """The training seed of one trial, derived from the run's seed so that every trial differs."""
+    """The training seed of one trial, derived from the run's seed so that every trial differs, and the same for
+    every method's trial ``trial_id`` (common random numbers; see :mod:`hpobench_stn.seeds`)."""
     return int(np.random.SeedSequence([run_seed, trial_id]).generate_state(1)[0])
 
 

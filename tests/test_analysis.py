@@ -74,6 +74,29 @@ def test_tables_mark_best_and_render_every_format(handmade):
     assert "| a | 3.5 | 4 |" in paper_table(runs)
 
 
+def test_rows_that_never_left_the_random_start_are_marked(handmade):
+    """A sampler whose model proposed no trial in every run is marked †, in some runs †k/n; runs without the count
+    (old runs, methods without a model) are not marked and add no columns."""
+    for seed in range(3):
+        for method, model in (("tpe", 0), ("gp", 2 if seed else 0), ("cmaes", 4)):
+            proposals = {"start": 3, "model": model}
+            _write_run(handmade, method, seed, 2.0, 2.5, [(1.0, 1, 2.0)], summary_extra={"proposals": proposals})
+    md = to_markdown(load_runs([handmade]))
+    assert "| toy | cpu | 10ep | tpe † | 3 |" in md and "| toy | cpu | 10ep | gp †1/3 | 3 |" in md
+    assert "| toy | cpu | 10ep | cmaes | 3 |" in md and "| toy | cpu | 10ep | a | 6 |" in md
+    assert md.count("†: random start only") == 1
+    assert r"tpe$^{\dagger}$ &" in to_latex(load_runs([handmade]))
+    csv = pd.read_csv(__import__("io").StringIO(to_csv(load_runs([handmade])))).set_index("method")
+    assert csv.loc["tpe", "start_only"] == 3 and csv.loc["gp", "start_only"] == 1 and csv.loc["a", "start_only"] == 0
+    assert csv.loc["cmaes", "proposals.runs"] == 3 and csv.loc["a", "proposals.runs"] == 0
+
+
+def test_tables_of_runs_without_proposal_counts_have_no_start_columns(handmade):
+    assert "start_only" not in to_csv(load_runs([handmade])) and "random start only" not in to_markdown(
+        load_runs([handmade])
+    )
+
+
 def test_resampling_never_shows_a_value_before_it_was_observed():
     grid = np.array([0.0, 0.5, 1.0, 1.5, 3.0, 10.0])
     out = resample(np.array([1.0, 3.0]), np.array([5.0, 4.0]), grid)

@@ -72,7 +72,8 @@ def test_list_names_tasks_methods_presets():
         ),
         (
             ["run", "--task", "quadratic", "--method", "grid", "--method-arg", "colour=3"],
-            "method 'grid' has no setting 'colour'; valid settings: resolution (int >= 1); order",
+            "method 'grid' has no setting 'colour'; valid settings: start_at_default (bool); resolution (int >= 1); "
+            "order",
         ),
         (["sweep", "--tasks", "quadratic", "--methods", "random", "--seeds", "a,b"], "malformed --seeds"),
         (["sweep", "--tasks", "quadratic", "--methods", "", "--seeds", "0"], "--methods is empty"),

@@ -1,5 +1,7 @@
 """One conformance test run over every registered ask/tell optimizer (as Syne Tune does for its schedulers)."""
 
+import math
+
 import pytest
 
 from hpobench_stn.optimizer import Optimizer, Outcome, SearchExhausted
@@ -53,10 +55,26 @@ def test_random_search_differs_across_seeds():
     assert _drive("random", 1) != _drive("random", 2)
 
 
-def test_grid_visits_each_point_once():
-    opt = get_method("grid")(SPACE, 0, 5, resolution=2)
+def _grid_points(**settings):
+    opt = get_method("grid")(SPACE, 0, 5, **settings)
     points = []
     with pytest.raises(SearchExhausted):
         for trial_id in range(1000):
             points.append(tuple(opt.ask(trial_id).values()))
+    return points
+
+
+def test_grid_visits_each_point_once():
+    points = _grid_points(resolution=2, start_at_default=False)
     assert len(points) == len(set(points)) == 2 * 2 * 2 * 2
+    # the initial configuration (off this grid) first, then the same grid in the same order
+    assert _grid_points(resolution=2) == [tuple(SPACE.default().values()), *points]
+
+
+def test_grid_skips_the_point_equal_to_the_initial_configuration():
+    """At resolution 3 every initial value (the centre of its scale) is on the grid: that point is not trained twice."""
+    grid = _grid_points(resolution=3, start_at_default=False)
+    started = _grid_points(resolution=3)
+    assert len(started) == len(grid) == 81 and started[0] == tuple(SPACE.default().values())
+    twin = next(p for p in grid if all(math.isclose(a, b) for a, b in zip(p, started[0], strict=True)))
+    assert started[1:] == [p for p in grid if p != twin]
