@@ -25,7 +25,7 @@ from hpobench_stn.budget import BudgetExhausted
 from hpobench_stn.errors import UserError
 from hpobench_stn.status import TrialStatus
 from hpobench_stn.stn.hyper import HyperState
-from hpobench_stn.stn.layers import stn_parameter_groups
+from hpobench_stn.stn.layers import frozen, stn_parameter_groups
 from hpobench_stn.stn.problem import StnProblem
 from hpobench_stn.stn.settings import StnSettings, TrainerSettings
 from hpobench_stn.task import EpochReport
@@ -107,13 +107,15 @@ class StnTrainer:
         return loss_r
 
     def hyper_step(self, batch: Any, meter: Any) -> float:
-        """One step on λ (and σ) on a validation batch, model in evaluation mode; only λ, σ get gradients."""
+        """One step on λ (and σ) on a validation batch, model in evaluation mode; only λ, σ get gradients (the
+        forward runs with the weights frozen, so no backward forms a weight gradient)."""
         size = self.problem.batch_size(batch)
         meter.charge(size)
         self.problem.model.eval()
         sigma_on = self.settings.tune_sigma
         u_tilde = self.hyper.sample(size, self.generator) if sigma_on else self.hyper.centre(size)
-        loss = self.problem.loss(batch, self._gates(u_tilde), self.hyper.task_values(u_tilde), train=False)
+        with frozen(self.weights):
+            loss = self.problem.loss(batch, self._gates(u_tilde), self.hyper.task_values(u_tilde), train=False)
         objective = loss - self.settings.tau * self.hyper.entropy() if self.settings.tune_sigma else loss
         grads = torch.autograd.grad(objective, self.hyper_params)
         self.hyper_opt.zero_grad(set_to_none=True)

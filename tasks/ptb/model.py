@@ -3,7 +3,7 @@
 ``PtbLanguageModel(stn=False)`` is the ordinary network: ``nn.Embedding``, one fused ``nn.LSTM`` per layer, and a
 decoder ``nn.Linear`` whose weight is the embedding matrix (tied weights, so the last layer's hidden size is the
 embedding size). ``PtbLanguageModel(stn=True)`` is the same network built from STN layers
-(:class:`~hpobench_stn.stn.layers.StnEmbedding`, :class:`~hpobench_stn.stn.layers.StnLSTM`) whose units are gated
+(:class:`~hpobench_stn.stn.layers.StnEmbedding`, :class:`~hpobench_stn.stn.lstm.StnLSTM`) whose units are gated
 by the hyperparameters; the decoder stays a plain linear map tied to the *elementary* embedding, as in the
 reference STN code (the 10,000-way output product is the largest of the model, and the LSTM's gates already let
 λ shape what reaches it). Both take the same per-sequence hyperparameter values and apply the same regularisers,
@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from hpobench_stn.stn.layers import GateInit, StnEmbedding, StnLSTM
+from hpobench_stn.stn.layers import GateInit, StnEmbedding
+from hpobench_stn.stn.lstm import StnLSTM
 
 HPARAMS = (
     "dropout_output",
