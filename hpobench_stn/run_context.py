@@ -103,6 +103,7 @@ class RunContext:
         self, trial_id: int, config: Config, report: EpochReport, hparams: dict[str, float] | None = None
     ) -> bool:
         """Record a per-epoch report; returns True when it is the new incumbent."""
+        extra = {} if report.train_loss is None else {"train_loss": report.train_loss}
         self.log(
             "report",
             trial=trial_id,
@@ -111,6 +112,7 @@ class RunContext:
             val_loss=report.val_loss,
             metrics=report.metrics,
             hparams=hparams,
+            **extra,
         )
         improved = self.offer(trial_id, config, report, hparams)
         self.show_progress()

@@ -5,6 +5,7 @@ and gates at λ̃) and ``t_val`` hyperparameter steps (evaluation mode, validati
 λ and σ only). After each epoch: full validation at the unperturbed λ, the task's learning-rate rule, the best
 checkpoint (weights *and* the λ current with them), and a report carrying the hyperparameter values, i.e. the
 schedule. Every example pushed through forward and backward, training or validation, is charged to the meter.
+The training losses stay on the device; each epoch's report carries their mean, read once.
 
 Delta-STN (Bae & Grosse 2020): the gates see the centred perturbation λ̃ − λ; the elementary weights are trained
 on the unperturbed loss and the response weights on the perturbed one, optionally through a linearisation of the
@@ -67,8 +68,12 @@ class StnTrainer:
             return gates, self.hyper.task_values(u)
 
     # --- steps -----------------------------------------------------------------------------------------------
-    def train_step(self, batch: Any, meter: Any) -> float:
-        """One weight step at perturbed λ̃ (Delta-STN: elementary at λ, response at λ̃)."""
+    def train_step(self, batch: Any, meter: Any) -> Tensor:
+        """One weight step at perturbed λ̃ (Delta-STN: elementary at λ, response at λ̃).
+
+        Returns the training loss, detached and on the device: reading it is a host sync, so the trainer reads one
+        mean per epoch.
+        """
         size = self.problem.batch_size(batch)
         meter.charge(size)
         self.problem.model.train()
@@ -84,7 +89,7 @@ class StnTrainer:
         self.problem.clip_gradients(self.weights)
         self.weight_opt.step()
         self.steps += 1
-        return float(loss.detach())
+        return loss.detach()
 
     def _delta_backward(self, batch: Any, u_tilde: Tensor, values: Tensor, size: int) -> Tensor:
         centre_gates, centre_values = self.centre_gates(size)
@@ -106,9 +111,10 @@ class StnTrainer:
             p.grad = g
         return loss_r
 
-    def hyper_step(self, batch: Any, meter: Any) -> float:
+    def hyper_step(self, batch: Any, meter: Any) -> Tensor:
         """One step on λ (and σ) on a validation batch, model in evaluation mode; only λ, σ get gradients (the
-        forward runs with the weights frozen, so no backward forms a weight gradient)."""
+        forward runs with the weights frozen, so no backward forms a weight gradient). Returns the validation loss,
+        detached and on the device."""
         size = self.problem.batch_size(batch)
         meter.charge(size)
         self.problem.model.eval()
@@ -122,7 +128,7 @@ class StnTrainer:
         for p, g in zip(self.hyper_params, grads, strict=True):
             p.grad = g
         self.hyper_opt.step()
-        return float(loss.detach())
+        return loss.detach()
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def evaluate(self, split: str) -> dict[str, float]:
@@ -146,13 +152,14 @@ class StnTrainer:
         status = TrialStatus.COMPLETED
         try:
             while self.epoch < s.epochs:
+                losses = []
                 for batch in self.problem.train_batches(self.generator):
-                    self.train_step(batch, meter)
+                    losses.append(self.train_step(batch, meter))
                     if self.steps > s.warmup_steps and self.steps % s.t_train == 0:
                         for _ in range(s.t_val):
                             self.hyper_step(next(val_iter), meter)
                 self.epoch += 1
-                self._end_of_epoch(ctx)
+                self._end_of_epoch(ctx, float(torch.stack(losses).mean()) if losses else None)
                 if not math.isfinite(self.last_val_loss):
                     status = TrialStatus.DIVERGED
                     break
@@ -160,13 +167,14 @@ class StnTrainer:
             status = TrialStatus.CUT
         self._finish(ctx, status)
 
-    def _end_of_epoch(self, ctx: Any) -> None:
+    def _end_of_epoch(self, ctx: Any, train_loss: float | None) -> None:
         metrics = self.evaluate("val")
         val_loss = float(metrics.pop("loss"))
         self.last_val_loss = val_loss
         self.problem.on_epoch_end(self.weight_opt, self.epoch, val_loss)
         schedule = self.schedule_entry()
-        ctx.report(TRIAL_ID, self.hyper.current(), EpochReport(self.epoch, val_loss, metrics), hparams=schedule)
+        report = EpochReport(self.epoch, val_loss, metrics, train_loss=train_loss)
+        ctx.report(TRIAL_ID, self.hyper.current(), report, hparams=schedule)
         if math.isfinite(val_loss) and val_loss < self.best_val_loss:
             self.best_val_loss = val_loss
             self.best = {
