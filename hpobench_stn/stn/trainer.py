@@ -8,8 +8,8 @@ schedule. Every example pushed through forward and backward, training or validat
 The training losses stay on the device; each epoch's report carries their mean, read once.
 
 Delta-STN (Bae & Grosse 2020): the gates see the centred perturbation λ̃ − λ; the elementary weights are trained
-on the unperturbed loss and the response weights on the perturbed one, optionally through a linearisation of the
-network output in the perturbation (``torch.func.jvp``).
+on the unperturbed loss (gates and regularisers at λ) and the response weights on the perturbed one, optionally
+through a linearisation of the network output in the gates (``torch.func.jvp``): two passes per weight step.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_map
 
 from hpobench_stn.budget import BudgetExhausted
 from hpobench_stn.errors import UserError
@@ -71,8 +72,8 @@ class StnTrainer:
     def train_step(self, batch: Any, meter: Any) -> Tensor:
         """One weight step at perturbed λ̃ (Delta-STN: elementary at λ, response at λ̃).
 
-        Returns the training loss, detached and on the device: reading it is a host sync, so the trainer reads one
-        mean per epoch.
+        Returns the loss the elementary weights were trained on (STN: at λ̃; Delta-STN: at λ), detached and on the
+        device: reading it is a host sync, so the trainer reads one mean per epoch.
         """
         size = self.problem.batch_size(batch)
         meter.charge(size)
@@ -92,24 +93,32 @@ class StnTrainer:
         return loss.detach()
 
     def _delta_backward(self, batch: Any, u_tilde: Tensor, values: Tensor, size: int) -> Tensor:
+        """Delta-STN's two passes: the elementary weights' gradient of the loss at λ (gates and regularisers), the
+        response weights' of the loss at λ̃; returns the elementary loss."""
         centre_gates, centre_values = self.centre_gates(size)
         delta = u_tilde - self.hyper.u.detach()
+        loss_e = self.problem.loss(batch, centre_gates, centre_values, train=True)
+        grads_e = torch.autograd.grad(loss_e, self.elementary, allow_unused=True)
         if self.settings.linearize:
-            outputs = getattr(self.problem, "outputs", None)
-            criterion = getattr(self.problem, "criterion", None)
-            if outputs is None or criterion is None:
-                raise UserError("linearize=True needs a task whose STN problem has outputs() and criterion()")
-            y0, dy = torch.func.jvp(lambda g: outputs(batch, g, values, True), (centre_gates,), (delta,))
-            loss_e = criterion(y0, batch, centre_values, True)
-            loss_r = criterion(y0.detach() + dy, batch, values, True)
+            loss_r = self._linearised_response_loss(batch, centre_gates, delta, values)
         else:
-            loss_e = self.problem.loss(batch, centre_gates, centre_values, train=True)
             loss_r = self.problem.loss(batch, delta, values, train=True)
-        grads_e = torch.autograd.grad(loss_e, self.elementary, retain_graph=True, allow_unused=True)
         grads_r = torch.autograd.grad(loss_r, self.response, allow_unused=True)
         for p, g in zip(self.elementary + self.response, grads_e + grads_r, strict=True):
             p.grad = g
-        return loss_r
+        return loss_e
+
+    def _linearised_response_loss(self, batch: Any, centre_gates: Tensor, delta: Tensor, values: Tensor) -> Tensor:
+        """The loss at λ̃ of the network output linearised in the gates around the centre: y0 + J·(λ̃ − λ)."""
+        outputs = getattr(self.problem, "outputs", None)
+        criterion = getattr(self.problem, "criterion", None)
+        if outputs is None or criterion is None:
+            raise UserError("linearize=True needs a task whose STN problem has outputs() and criterion()")
+        # Only the gates are linearised: y0 is the output at the centre gates but at the perturbed regularisers
+        # (dropout, augmentation at λ̃), so that the response learns how the best weights change with them. At the
+        # centre (zero) gates y0 depends on no response weight, so only J·δ trains the response.
+        y0, dy = torch.func.jvp(lambda g: outputs(batch, g, values, True), (centre_gates,), (delta,))
+        return criterion(tree_map(lambda a, b: a.detach() + b, y0, dy), batch, values, True)
 
     def hyper_step(self, batch: Any, meter: Any) -> Tensor:
         """One step on λ (and σ) on a validation batch, model in evaluation mode; only λ, σ get gradients (the

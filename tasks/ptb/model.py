@@ -35,7 +35,7 @@ STN gate maps ``N(0, 0.01²)`` (or zero with ``gate_init="zero"``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +60,9 @@ EMBEDDING_INIT_RANGE = 0.1
 State = list[tuple[Tensor, Tensor]]
 
 
-@dataclass
-class LmOutput:
-    """One forward pass: logits ``(T, B, V)``, the new state, the last layer's raw and dropped outputs."""
+class LmOutput(NamedTuple):
+    """One forward pass: logits ``(T, B, V)``, the new state, the last layer's raw and dropped outputs (a tuple, so
+    that ``torch.func`` transforms can return it)."""
 
     logits: Tensor
     state: State
