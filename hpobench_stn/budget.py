@@ -108,6 +108,7 @@ class BudgetMeter:
         self._start = self.clock.now()
         self._paused_since: float | None = None
         self._paused_total = 0.0
+        self._refused = False
 
     @property
     def elapsed(self) -> float:
@@ -132,8 +133,8 @@ class BudgetMeter:
 
     @property
     def exhausted(self) -> bool:
-        """True once either limit is reached."""
-        return self._units >= self._max_units or self.elapsed >= self._max_seconds
+        """True once either limit is reached, or a charge was refused (what is left is less than a minibatch)."""
+        return self._refused or self._units >= self._max_units or self.elapsed >= self._max_seconds
 
     def fraction(self) -> float:
         """The larger of the spent fractions of the two limits, in [0, 1]."""
@@ -147,6 +148,7 @@ class BudgetMeter:
         """Account for ``examples`` about to be trained on at ``cost`` each, or raise :class:`BudgetExhausted`."""
         units = examples * cost
         if self._units + units > self._max_units or self.elapsed >= self._max_seconds:
+            self._refused = True
             raise BudgetExhausted
         self._examples += examples
         self._units += units

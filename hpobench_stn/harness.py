@@ -17,6 +17,7 @@ from typing import Any
 from hpobench_stn import metadata as run_metadata
 from hpobench_stn import resume
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
+from hpobench_stn.cost import cost_factors
 from hpobench_stn.errors import UserError
 from hpobench_stn.optimizer import Method, Optimizer
 from hpobench_stn.registry import build_method, build_task
@@ -68,14 +69,15 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         torch.set_num_threads(spec.threads)
     task = build_task(spec.task, spec.preset, data_dir=spec.data_dir, device=spec.device, download=spec.download)
     method = build_method(spec.method, task, spec.seed, spec.method_args)
+    costs = cost_factors(task)
     store = RunStore(path)
     resumed, replay, spent = resume.prepare(path, isinstance(method, Optimizer))
-    store.write_metadata(run_metadata.collect(spec, task, method, budget))
+    store.write_metadata({**run_metadata.collect(spec, task, method, budget), "cost_factors": costs.to_dict()})
     meter = BudgetMeter(
         budget, task.train_size, spent_seconds=spent.seconds, spent_examples=spent.examples, spent_epochs=spent.epochs
     )
     bar = _progress_bar(spec) if progress else None
-    ctx = RunContext(task, meter, store, spec.seed, bar, replay)
+    ctx = RunContext(task, meter, store, spec.seed, bar, replay, costs)
     ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
     status, error = _run_method(method, ctx)
     if bar is not None:
@@ -123,6 +125,7 @@ def _summary(ctx: RunContext, task: Task, status: RunStatus, error: str | None) 
         "stop_reason": ctx.stop_reason if status == RunStatus.COMPLETED else "error",
         "seconds": round(ctx.meter.elapsed, 4),
         "epochs": ctx.meter.epochs,
+        "raw_epochs": ctx.meter.raw_epochs,
         "examples": ctx.meter.examples,
         "trials": len(ctx.trial_status),
         "trials_by_status": counts,

@@ -1,8 +1,8 @@
 """What a method sees of a run: the task, the budget meter, the seed, and the recorder of events and incumbent.
 
-Every event is stamped with the budget spent so far (seconds since start, raw examples, epoch-equivalents), so
-anytime curves can be drawn in any unit. The incumbent is the best trial so far by validation loss; its test
-metrics arrive with its trial's end.
+Every event is stamped with the budget spent so far (seconds since start, raw examples and raw epochs, costed
+epoch-equivalents), so anytime curves can be drawn in any unit. The incumbent is the best trial so far by validation
+loss; its test metrics arrive with its trial's end.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hpobench_stn.status import TrialStatus
 from hpobench_stn.store import RunStore
 
 if TYPE_CHECKING:
+    from hpobench_stn.cost import CostFactors
     from hpobench_stn.progress import Progress
     from hpobench_stn.resume import FinishedTrial
     from hpobench_stn.task import EpochReport, Task
@@ -51,6 +52,8 @@ class RunContext:
 
     ``replay`` holds the trials an earlier, interrupted attempt of this run finished (ask/tell methods feed them back
     to their optimizer on resume). ``stop_reason`` says why the method stopped (``budget`` unless it sets another).
+    ``costs``: the task's per-example cost factors (:mod:`hpobench_stn.cost`), which a method that trains another
+    network than the fixed one charges its steps at.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class RunContext:
         seed: int,
         progress: Progress | None = None,
         replay: list[FinishedTrial] | None = None,
+        costs: CostFactors | None = None,
     ) -> None:
         self.task = task
+        self.costs = costs
         self.meter = meter
         self.store = store
         self.seed = seed
@@ -77,6 +82,7 @@ class RunContext:
         return {
             "t": round(self.meter.elapsed, 4),
             "examples": self.meter.examples,
+            "raw_epochs": round(self.meter.raw_epochs, 6),
             "epochs": round(self.meter.epochs, 6),
         }
 

@@ -4,7 +4,8 @@ Warm-up: weight steps only, at perturbed λ̃. Then cycles of ``t_train`` weight
 and gates at λ̃) and ``t_val`` hyperparameter steps (evaluation mode, validation batches, gradient with respect to
 λ and σ only). After each epoch: full validation at the unperturbed λ, the task's learning-rate rule, the best
 checkpoint (weights *and* the λ current with them), and a report carrying the hyperparameter values, i.e. the
-schedule. Every example pushed through forward and backward, training or validation, is charged to the meter.
+schedule. Every pass of examples through forward and backward, training or validation, is charged to the meter
+before it runs, at its cost in examples of the task's fixed network (:class:`~hpobench_stn.cost.StepCosts`).
 The training losses stay on the device; each epoch's report carries their mean, read once.
 
 Delta-STN (Bae & Grosse 2020): the gates see the centred perturbation λ̃ − λ; the elementary weights are trained
@@ -24,6 +25,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from hpobench_stn.budget import BudgetExhausted
+from hpobench_stn.cost import StepCosts
 from hpobench_stn.errors import UserError
 from hpobench_stn.status import TrialStatus
 from hpobench_stn.stn.hyper import HyperState
@@ -38,11 +40,18 @@ TRIAL_ID = 0  # an STN run is one training: trial 0
 
 
 class StnTrainer:
-    """One self-tuning training of a task's STN problem, reporting into a run context."""
+    """One self-tuning training of a task's STN problem, reporting into a run context.
 
-    def __init__(self, problem: StnProblem, settings: TrainerSettings, seed: int) -> None:
+    ``costs``: what an example of each step costs in examples of the task's fixed network (default 1 each).
+    """
+
+    def __init__(
+        self, problem: StnProblem, settings: TrainerSettings, seed: int, costs: StepCosts | None = None
+    ) -> None:
         self.problem = problem
         self.settings = settings
+        self.costs = costs or StepCosts()
+        self.passes = 2 if settings.delta else 1  # forward and backward passes of a weight step
         self.generator = torch.Generator().manual_seed(seed)
         self.hyper = HyperState(problem.space, sigma_init=settings.sigma_init, tune_sigma=settings.tune_sigma)
         self.elementary, self.response = stn_parameter_groups(problem.model)
@@ -76,7 +85,7 @@ class StnTrainer:
         device: reading it is a host sync, so the trainer reads one mean per epoch.
         """
         size = self.problem.batch_size(batch)
-        meter.charge(size)
+        meter.charge(self.passes * size, cost=self.costs.train / self.passes)
         self.problem.model.train()
         with torch.no_grad():
             u_tilde = self.hyper.sample(size, self.generator)
@@ -125,7 +134,7 @@ class StnTrainer:
         forward runs with the weights frozen, so no backward forms a weight gradient). Returns the validation loss,
         detached and on the device."""
         size = self.problem.batch_size(batch)
-        meter.charge(size)
+        meter.charge(size, cost=self.costs.hyper)
         self.problem.model.eval()
         sigma_on = self.settings.tune_sigma
         u_tilde = self.hyper.sample(size, self.generator) if sigma_on else self.hyper.centre(size)
