@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hpobench_stn.stn.layers import StnConv2d, StnLinear, StnLSTM
+from hpobench_stn.stn.layers import StnConv2d, StnLinear
+from hpobench_stn.stn.lstm import StnLSTM
 
 Step = Callable[[], None]
 

@@ -135,6 +135,7 @@ class BudgetMeter:
         self._budget_watch = Stopwatch(self.clock, spent_seconds)
         spent = spent_watches or {}
         self._watches = {name: Stopwatch(c, spent.get(name, 0.0)) for name, c in (watches or {}).items()}
+        self._refused = False
 
     @property
     def elapsed(self) -> float:
@@ -171,8 +172,8 @@ class BudgetMeter:
 
     @property
     def exhausted(self) -> bool:
-        """True once either limit is reached."""
-        return self._units >= self._max_units or self.elapsed >= self._max_seconds
+        """True once either limit is reached, or a charge was refused (what is left is less than a minibatch)."""
+        return self._refused or self._units >= self._max_units or self.elapsed >= self._max_seconds
 
     def fraction(self) -> float:
         """The larger of the spent fractions of the two limits, in [0, 1]."""
@@ -186,6 +187,7 @@ class BudgetMeter:
         """Account for ``examples`` about to be trained on at ``cost`` each, or raise :class:`BudgetExhausted`."""
         units = examples * cost
         if self._units + units > self._max_units or self.elapsed >= self._max_seconds:
+            self._refused = True
             raise BudgetExhausted
         self._examples += examples
         self._units += units

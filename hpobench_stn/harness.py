@@ -18,6 +18,7 @@ from hpobench_stn import metadata as run_metadata
 from hpobench_stn import resume
 from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
 from hpobench_stn.clock import CpuClock, WallClock
+from hpobench_stn.cost import cost_factors
 from hpobench_stn.errors import UserError
 from hpobench_stn.lock import RunLock
 from hpobench_stn.optimizer import Method, Optimizer
@@ -88,7 +89,8 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         settings=spec.task_args,
     )
     method = build_method(spec.method, task, spec.seed, spec.method_args)
-    meta = run_metadata.collect(spec, task, method, budget, threads)
+    costs = cost_factors(task)  # measured once per task and preset in this process, before the folder exists
+    meta = {**run_metadata.collect(spec, task, method, budget, threads), "cost_factors": costs.to_dict()}
     with RunLock(path):  # one writer per run folder (hpobench_stn.lock): a second one exits naming this one
         if is_complete(path):  # finished by another process while this one was starting
             return json.loads((path / SUMMARY).read_text())
@@ -97,7 +99,7 @@ def execute(spec: RunSpec, progress: bool = True) -> dict[str, Any]:
         store.write_metadata(meta)
         meter = _meter(budget, task.train_size, spent)
         bar = _progress_bar(spec) if progress else None
-        ctx = RunContext(task, meter, store, spec.seed, bar, replay)
+        ctx = RunContext(task, meter, store, spec.seed, bar, replay, costs)
         ctx.load_average_start = meta["load_average_start"]
         ctx.log("run_start", resumed=resumed, replayed_trials=len(replay))
         interruption: BaseException | None = None
@@ -196,6 +198,7 @@ def _summary(ctx: RunContext, task: Task, status: RunStatus, error: str | None) 
         "load_average_start": ctx.load_average_start,
         "load_average_end": run_metadata.load_average(),
         "epochs": ctx.meter.epochs,
+        "raw_epochs": ctx.meter.raw_epochs,
         "examples": ctx.meter.examples,
         "trials": len(ctx.trial_status),
         "trials_by_status": counts,

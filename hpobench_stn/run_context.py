@@ -1,8 +1,8 @@
 """What a method sees of a run: the task, the budget meter, the seed, and the recorder of events and incumbent.
 
-Every event is stamped with the budget spent so far (seconds since start, raw examples, epoch-equivalents), so
-anytime curves can be drawn in any unit. The incumbent is the best trial so far by validation loss; its test
-metrics arrive with its trial's end.
+Every event is stamped with the budget spent so far (seconds since start, raw examples and raw epochs, costed
+epoch-equivalents), so anytime curves can be drawn in any unit. The incumbent is the best trial so far by validation
+loss; its test metrics arrive with its trial's end.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hpobench_stn.status import TrialStatus
 from hpobench_stn.store import RunStore
 
 if TYPE_CHECKING:
+    from hpobench_stn.cost import CostFactors
     from hpobench_stn.progress import Progress
     from hpobench_stn.resume import FinishedTrial
     from hpobench_stn.task import EpochReport, Task
@@ -51,6 +52,8 @@ class RunContext:
 
     ``replay`` holds the trials an earlier, interrupted attempt of this run finished (ask/tell methods feed them back
     to their optimizer on resume). ``stop_reason`` says why the method stopped (``budget`` unless it sets another).
+    ``costs``: the task's per-example cost factors (:mod:`hpobench_stn.cost`), which a method that trains another
+    network than the fixed one charges its steps at.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class RunContext:
         seed: int,
         progress: Progress | None = None,
         replay: list[FinishedTrial] | None = None,
+        costs: CostFactors | None = None,
     ) -> None:
         self.task = task
+        self.costs = costs
         self.meter = meter
         self.store = store
         self.seed = seed
@@ -75,12 +80,13 @@ class RunContext:
 
     def stamp(self) -> dict[str, Any]:
         """The budget spent so far, as every event records it: ``t`` wall-clock and ``cpu_t`` CPU seconds (pauses
-        excluded), raw ``examples``, and ``epochs``, the budget's epoch-equivalents."""
+        excluded), raw ``examples`` and ``raw_epochs``, and ``epochs``, the budget's compute-weighted epochs."""
         wall, cpu = self.meter.seconds("wall"), self.meter.seconds("cpu")
         stamp: dict[str, Any] = {"t": round(self.meter.elapsed if wall is None else wall, 4)}
         if cpu is not None:
             stamp["cpu_t"] = round(cpu, 4)
         stamp["examples"] = self.meter.examples
+        stamp["raw_epochs"] = round(self.meter.raw_epochs, 6)
         stamp["epochs"] = round(self.meter.epochs, 6)
         return stamp
 
@@ -107,6 +113,7 @@ class RunContext:
         self, trial_id: int, config: Config, report: EpochReport, hparams: dict[str, float] | None = None
     ) -> bool:
         """Record a per-epoch report; returns True when it is the new incumbent."""
+        extra = {} if report.train_loss is None else {"train_loss": report.train_loss}
         self.log(
             "report",
             trial=trial_id,
@@ -115,6 +122,7 @@ class RunContext:
             val_loss=report.val_loss,
             metrics=report.metrics,
             hparams=hparams,
+            **extra,
         )
         improved = self.offer(trial_id, config, report, hparams)
         self.show_progress()

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, SupportsFloat
 
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.errors import UserError
@@ -27,11 +27,13 @@ from hpobench_stn.status import TrialStatus
 
 @dataclass
 class EpochReport:
-    """What a trial reports after each epoch: validation loss (the objective) and any other metrics."""
+    """What a trial reports after each epoch: validation loss (the objective), any other metrics, and the epoch's
+    mean training loss when the trial keeps it."""
 
     epoch: int
     val_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
+    train_loss: float | None = None
 
     @property
     def diverged(self) -> bool:
@@ -75,10 +77,11 @@ class Trial(ABC):
 
     def train_epoch(self, meter: BudgetMeter) -> EpochReport:
         """Train one epoch (charging ``meter`` per minibatch), then validate; keep the best checkpoint."""
-        self._train_one_epoch(meter)
+        train_loss = self._train_one_epoch(meter)
         self.epoch += 1
         metrics = self._evaluate("val")  # validation costs wall-clock, as it does STN's (no epochs)
-        report = EpochReport(self.epoch, float(metrics.pop("loss")), metrics)
+        train_loss = None if train_loss is None else float(train_loss)  # the epoch's one read of it
+        report = EpochReport(self.epoch, float(metrics.pop("loss")), metrics, train_loss=train_loss)
         if not report.diverged and report.val_loss < self.best_val_loss:
             self.best_val_loss, self.best_epoch = report.val_loss, self.epoch
             self.best_metrics = dict(metrics)
@@ -94,8 +97,11 @@ class Trial(ABC):
         return {k: float(v) for k, v in self._evaluate("test", best=True).items()}
 
     @abstractmethod
-    def _train_one_epoch(self, meter: BudgetMeter) -> None:
-        """One pass over the training data; call ``meter.charge(batch_size)`` before every minibatch."""
+    def _train_one_epoch(self, meter: BudgetMeter) -> SupportsFloat | None:
+        """One pass over the training data; call ``meter.charge(batch_size)`` before every minibatch.
+
+        May return the epoch's mean training loss (a device tensor: it is read once, after the epoch).
+        """
 
     @abstractmethod
     def _evaluate(self, split: str, best: bool = False) -> dict[str, float]:

@@ -82,3 +82,13 @@ def test_resumed_meter_starts_from_what_was_spent():
     meter.charge(5)
     with pytest.raises(BudgetExhausted):
         meter.charge(1)
+
+
+def test_costed_charges_and_a_refused_charge_exhausts_the_meter():
+    meter = BudgetMeter(Budget(epochs=1), train_size=100)
+    meter.charge(30, cost=2.5)
+    assert meter.examples == 30 and meter.raw_epochs == 0.3 and meter.epochs == 0.75
+    assert not meter.exhausted
+    with pytest.raises(BudgetExhausted):
+        meter.charge(20, cost=2.5)  # 50 units do not fit in the 25 left
+    assert meter.exhausted and meter.epochs == 0.75  # what is left is less than a minibatch: the run is over

@@ -113,7 +113,7 @@ def test_a_refused_run_leaves_no_folder(tmp_path, test_registry, task, method, e
 
 
 def test_a_replay_of_another_tasks_schedule_is_refused_before_its_folder_exists(tmp_path):
-    source = RunSpec("quadratic", "stn", budget="5ep", out=tmp_path / "src")
+    source = RunSpec("quadratic", "stn", budget="60ep", out=tmp_path / "src")
     execute(source, progress=False)
     args = {"schedule": str(source.path)}
     spec = RunSpec("quadratic", "replay", preset="cpu", out=tmp_path / "out", method_args=args)

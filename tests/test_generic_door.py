@@ -268,7 +268,7 @@ def test_a_task_without_a_door_says_how_to_add_one():
 )
 def test_every_method_runs_on_an_embedding_and_lstm_task(tmp_path, monkeypatch, method, args):
     monkeypatch.setitem(registry.BUILTIN_TASKS, "digit-rows", "generic_tasks:DigitRows")
-    spec = RunSpec("digit-rows", method, seed=0, budget="6ep", out=tmp_path, method_args=args)
+    spec = RunSpec("digit-rows", method, seed=0, budget="40ep", out=tmp_path, method_args=args)
     summary = execute(spec, progress=False)
-    assert summary["status"] == "completed" and summary["epochs"] <= 6
+    assert summary["status"] == "completed" and summary["epochs"] <= 40  # compute-weighted: Delta-STN pays ~4-7x
     assert summary["incumbent"]["test_metrics"]["loss"] < 2.3  # better than chance (ln 10)

@@ -1,5 +1,6 @@
 """The PTB task: data (checksums, counts, slice, errors), the seven regularisers, fixed vs STN model, both doors."""
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from matrix_products import MatrixProducts
 
 from hpobench_stn.budget import Budget, BudgetMeter
 from hpobench_stn.cli import main as cli_main
 from hpobench_stn.errors import DataError
 from hpobench_stn.harness import RunSpec, execute
+from hpobench_stn.stn.layers import frozen
 from hpobench_stn.stn.trainer import StnSettings, StnTrainer
 from hpobench_stn.store import read_events
 from tasks.ptb import data as ptb_data
@@ -395,6 +398,29 @@ def test_stn_hyper_step_moves_lambda_through_the_gates():
     trainer.hyper_step(next(problem.val_batches(trainer.generator)), meter)
     assert not torch.equal(trainer.hyper.u.detach(), before)
     assert isinstance(trainer.weight_opt, torch.optim.SGD) and trainer.settings.hyper_lr == 0.01
+
+
+def test_stn_hyper_step_forms_no_weight_gradient_and_its_lambda_gradient_is_unchanged():
+    task = PtbTask("tiny")
+    problem = task.stn_problem(0)
+    trainer = StnTrainer(problem, StnSettings().resolved(problem, task.max_epochs), 0)
+    window = next(problem.val_batches(trainer.generator))
+    u = trainer.hyper.u
+    problem.model.eval()
+
+    def lambda_gradient(freeze: bool) -> torch.Tensor:
+        with frozen(trainer.weights) if freeze else contextlib.nullcontext():
+            gates = trainer.hyper.centre(problem.batch_size(window))
+            loss = problem.loss(window, gates, trainer.hyper.task_values(gates), train=False)
+        return torch.autograd.grad(loss, [u])[0]
+
+    assert torch.equal(lambda_gradient(freeze=True), lambda_gradient(freeze=False))  # the same window, same state
+    weight_shapes = {tuple(w.shape) for w in trainer.weights}
+    weight_shapes |= {(2 * rnn.weight_hh_e.shape[0], rnn.weight_hh_e.shape[1]) for rnn in problem.model.rnns}
+    with MatrixProducts() as products:
+        trainer.hyper_step(window, BudgetMeter(Budget(epochs=1e6), task.train_size))
+    assert products.shapes and not weight_shapes & set(products.shapes)  # no weight-gradient product
+    assert all(w.requires_grad for w in trainer.weights)
 
 
 # --- the harness, both doors ----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from hpobench_stn.store import load_runs, read_events
 @pytest.fixture(scope="module")
 def stn_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    spec = RunSpec("quadratic", "stn", seed=0, budget="200ep", out=out, method_args={"epochs": 20})
+    spec = RunSpec("quadratic", "stn", seed=0, budget="1000ep", out=out, method_args={"epochs": 20})
     execute(spec, progress=False)
     return out, spec.path
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
+from matrix_products import MatrixProducts
 from torch import Tensor, nn
 
 from hpobench_stn.stn.layers import (
     StnConv2d,
     StnEmbedding,
     StnLinear,
-    StnLSTM,
     StnModule,
+    frozen,
     stn_parameter_groups,
 )
+from hpobench_stn.stn.lstm import StnLSTM
 
 N_HP = 3
 
@@ -418,3 +422,33 @@ def test_bad_arguments_raise() -> None:
         layer(torch.randn(4, 3), torch.randn(4, N_HP + 1))
     with pytest.raises(ValueError, match="x must have shape"):
         StnLSTM(3, 2, N_HP)(torch.randn(4, 3), torch.randn(4, N_HP))
+
+
+def test_lstm_lambda_gradient_with_frozen_weights_forms_no_recurrent_weight_gradient() -> None:
+    lstm = StnLSTM(4, 6, N_HP)
+    x = torch.randn(5, 2, 4)
+    hp = _hparams(2).requires_grad_()
+
+    def lambda_gradient(freeze: bool) -> tuple[Tensor, list[tuple[int, ...]]]:
+        with frozen(lstm.parameters()) if freeze else contextlib.nullcontext():
+            out, _ = lstm(x, hp)
+        with MatrixProducts() as products:
+            (grad,) = torch.autograd.grad(out.square().sum(), hp)
+        return grad, products.shapes
+
+    recurrent = (2 * 4 * 6, 6)  # the gradient of [W_hh_e; W_hh_h]
+    asked, shapes = lambda_gradient(freeze=False)
+    assert recurrent in shapes  # formed and thrown away: the function cannot see what autograd.grad asks for
+    skipped, shapes = lambda_gradient(freeze=True)
+    assert recurrent not in shapes
+    assert torch.equal(skipped, asked)
+    assert all(p.requires_grad for p in lstm.parameters())
+
+
+def test_frozen_restores_the_flags_after_an_exception() -> None:
+    layer = StnLinear(3, 2, N_HP)
+    layer.bias_h.requires_grad_(False)
+    with pytest.raises(RuntimeError), frozen(layer.parameters()):
+        assert not any(p.requires_grad for p in layer.parameters())
+        raise RuntimeError
+    assert [p.requires_grad for p in layer.parameters()] == [p is not layer.bias_h for p in layer.parameters()]

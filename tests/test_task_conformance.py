@@ -29,7 +29,7 @@ from hpobench_stn.budget import Budget, BudgetExhausted, BudgetMeter
 from hpobench_stn.errors import UserError
 from hpobench_stn.regularisers import LossTerm
 from hpobench_stn.space import Float
-from hpobench_stn.stn.layers import StnLSTM
+from hpobench_stn.stn.lstm import StnLSTM
 from hpobench_stn.stn.settings import StnSettings
 from hpobench_stn.stn.trainer import StnTrainer, cycle_batches
 

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hpobench_stn.errors import UserError
-from hpobench_stn.stn.layers import StnConv2d, StnEmbedding, StnLinear, StnLSTM
+from hpobench_stn.stn.layers import StnConv2d, StnEmbedding, StnLinear
+from hpobench_stn.stn.lstm import StnLSTM
 
 __all__ = ["ExampleDropout", "GateFeed", "effective_squared_norm", "to_stn"]
 

@@ -28,13 +28,16 @@ class STN(Method):
             task.stn_problem(self.seed)  # raises the task's UserError saying how to add one
 
     def run(self, ctx: Any) -> None:
-        """Build the task's STN problem and train it under the run's budget."""
+        """Build the task's STN problem and train it under the run's budget, each step charged at its cost."""
         import torch
 
+        from hpobench_stn.cost import cost_factors
+
+        costs = getattr(ctx, "costs", None) or cost_factors(ctx.task)
         torch.manual_seed(ctx.seed)
         problem = ctx.task.stn_problem(ctx.seed)
         settings = self.options.resolved(problem, self.max_epochs, delta=self.delta)
-        StnTrainer(problem, settings, ctx.seed).run(ctx)
+        StnTrainer(problem, settings, ctx.seed, costs.stn_steps(settings.delta, settings.linearize)).run(ctx)
 
 
 class DeltaSTN(STN):

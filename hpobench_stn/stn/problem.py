@@ -10,6 +10,10 @@ network built with STN layers; the problem feeds it a batch together with two (B
 ``loss(batch, gates, values, train=True)`` applies the regularisers at ``values`` (dropout, augmentation,
 penalties); with ``train=False`` it is the plain loss (validation: no dropout, no augmentation). The trainer puts
 the model in training or evaluation mode around it.
+
+Delta-STN's linearised variant needs the loss split in two, which a problem may offer: ``outputs(batch, gates,
+values, train)``, the network's output (a tensor or a tuple of tensors, so that ``torch.func.jvp`` can run it), and
+``criterion(output, batch, values, train)``, such that ``loss`` is ``criterion(outputs(...), ...)``.
 """
 
 from __future__ import annotations

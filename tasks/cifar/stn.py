@@ -76,17 +76,23 @@ class CifarStnProblem(StnProblem):
         """Examples in the batch."""
         return int(batch[0].shape[0])
 
-    def loss(self, batch: Batch, gates: Tensor, values: Tensor, train: bool) -> Tensor:
-        """Mean cross-entropy; ``train``: each example augmented and dropped out at its own values."""
-        x, y = batch
+    def outputs(self, batch: Batch, gates: Tensor, values: Tensor, train: bool) -> Tensor:
+        """Logits; ``train``: each example augmented and dropped out at its own values."""
+        x = batch[0]
         gates = gates.to(self.device)
         if train:
             values = values.to(self.device)
             images = self.task.augmenter(x, values, self.noise)
-            logits = self.model(images, gates, values[:, self.dropout_columns], self.noise)
-        else:
-            logits = self.model(normalise(x), gates)
-        return F.cross_entropy(logits, y)
+            return self.model(images, gates, values[:, self.dropout_columns], self.noise)
+        return self.model(normalise(x), gates)
+
+    def criterion(self, logits: Tensor, batch: Batch, values: Tensor, train: bool) -> Tensor:
+        """Mean cross-entropy of the logits."""
+        return F.cross_entropy(logits, batch[1])
+
+    def loss(self, batch: Batch, gates: Tensor, values: Tensor, train: bool) -> Tensor:
+        """Mean cross-entropy; ``train``: each example augmented and dropped out at its own values."""
+        return self.criterion(self.outputs(batch, gates, values, train), batch, values, train)
 
     def evaluate(self, split: str, gates: GateFn) -> dict[str, float]:
         """Loss and accuracy over a whole split at the unperturbed λ (model in evaluation mode)."""

@@ -149,14 +149,16 @@ class CifarTrial(TorchTrial):
         """The minibatch-order generator and the augmentation and dropout one."""
         return {"shuffle": self.shuffle, "noise": self.noise}
 
-    def _train_one_epoch(self, meter: BudgetMeter) -> None:
+    def _train_one_epoch(self, meter: BudgetMeter) -> torch.Tensor:
         data, batch = self.task.data, self.task.batch_size
         order = torch.randperm(data.train_x.shape[0], generator=self.shuffle).to(self.task.device)
         self.model.train()
+        losses = []
         for start in range(0, order.shape[0], batch):
             idx = order[start : start + batch]
             meter.charge(idx.shape[0])
-            self.train_step(data.train_x[idx], data.train_y[idx])
+            losses.append(self.train_step(data.train_x[idx], data.train_y[idx]))
+        return torch.stack(losses).mean()  # on the device: read once, by the caller
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """One SGD step on a minibatch of uint8 images: augmentation and dropout at the configuration."""

@@ -3,7 +3,7 @@
 ``PtbLanguageModel(stn=False)`` is the ordinary network: ``nn.Embedding``, one fused ``nn.LSTM`` per layer, and a
 decoder ``nn.Linear`` whose weight is the embedding matrix (tied weights, so the last layer's hidden size is the
 embedding size). ``PtbLanguageModel(stn=True)`` is the same network built from STN layers
-(:class:`~hpobench_stn.stn.layers.StnEmbedding`, :class:`~hpobench_stn.stn.layers.StnLSTM`) whose units are gated
+(:class:`~hpobench_stn.stn.layers.StnEmbedding`, :class:`~hpobench_stn.stn.lstm.StnLSTM`) whose units are gated
 by the hyperparameters; the decoder stays a plain linear map tied to the *elementary* embedding, as in the
 reference STN code (the 10,000-way output product is the largest of the model, and the LSTM's gates already let
 λ shape what reaches it). Both take the same per-sequence hyperparameter values and apply the same regularisers,
@@ -35,14 +35,15 @@ STN gate maps ``N(0, 0.01²)`` (or zero with ``gate_init="zero"``).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from hpobench_stn.stn.layers import GateInit, StnEmbedding, StnLSTM
+from hpobench_stn.stn.layers import GateInit, StnEmbedding
+from hpobench_stn.stn.lstm import StnLSTM
 
 HPARAMS = (
     "dropout_output",
@@ -59,9 +60,9 @@ EMBEDDING_INIT_RANGE = 0.1
 State = list[tuple[Tensor, Tensor]]
 
 
-@dataclass
-class LmOutput:
-    """One forward pass: logits ``(T, B, V)``, the new state, the last layer's raw and dropped outputs."""
+class LmOutput(NamedTuple):
+    """One forward pass: logits ``(T, B, V)``, the new state, the last layer's raw and dropped outputs (a tuple, so
+    that ``torch.func`` transforms can return it)."""
 
     logits: Tensor
     state: State

@@ -4,8 +4,10 @@ A batch is one BPTT window of the training (or validation) stream; its rows are 
 per-example hyperparameters are per sequence: ``gates`` and ``values`` are ``(B, 7)``. The hidden state is
 carried across the windows of each stream (detached) and reset at the start of every pass over it; the
 training stream and the validation stream that STN's hyperparameter steps read (the validation split batchified
-at the training batch size, as the reference code does) each keep their own. Every ``loss`` call on the same
-window starts from the same state (Delta-STN calls it twice); the state advances when the next window is drawn.
+at the training batch size, as the reference code does) each keep their own. Every ``loss`` and ``outputs`` call on
+the same window starts from the same state (Delta-STN calls them twice); the state the last ``loss`` call reached
+is carried on when the next window is drawn (``outputs`` alone, which a ``torch.func`` transform may run, keeps
+nothing).
 
 The hyperparameter steps minimise the plain validation cross-entropy (model in evaluation mode: no dropout, no
 α/β terms); the reference code added the α and β terms to that loss, which we do not (STN.md's rule: the
@@ -87,22 +89,25 @@ class PtbStnProblem(StnProblem):
         return int(batch.inputs.shape[1])
 
     def outputs(self, batch: Window, gates: Tensor, values: Tensor, train: bool) -> LmOutput:
-        """The model's forward pass over the window from its stream's carried state."""
+        """The model's forward pass over the window from its stream's carried state (which it does not advance)."""
         device = self.task.torch_device
-        out = self.model(
+        return self.model(
             batch.inputs,
             self._state[batch.stream],
             values.to(device),
             gates.to(device),
             generator=self.mask_generator,
         )
-        self._next_state[batch.stream] = detach_state(out.state)
-        return out
+
+    def criterion(self, out: LmOutput, batch: Window, values: Tensor, train: bool) -> Tensor:
+        """Mean token cross-entropy of a forward pass, plus α·AR and β·TAR when ``train``."""
+        return lm_loss(out, batch.targets, values, train)
 
     def loss(self, batch: Window, gates: Tensor, values: Tensor, train: bool) -> Tensor:
-        """Mean token cross-entropy, plus α·AR and β·TAR when ``train``."""
+        """Mean token cross-entropy, plus α·AR and β·TAR when ``train``; the state it reaches is carried on."""
         out = self.outputs(batch, gates, values, train)
-        return lm_loss(out, batch.targets, values, train)
+        self._next_state[batch.stream] = detach_state(out.state)
+        return self.criterion(out, batch, values, train)
 
     def evaluate(self, split: str, gates: GateFn) -> dict[str, float]:
         """Loss and perplexity over the whole split at the unperturbed λ, state carried across windows."""

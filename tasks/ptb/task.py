@@ -175,30 +175,35 @@ class PtbTrial(TorchTrial):
         """The current learning rate."""
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def train_windows(self, meter: BudgetMeter, limit: int | None = None) -> None:
-        """Train on the epoch's windows in order (the first ``limit`` only, when given), from a zero state."""
+    def train_windows(self, meter: BudgetMeter, limit: int | None = None) -> Tensor | None:
+        """Train on the epoch's windows in order (the first ``limit`` only, when given), from a zero state; returns
+        the mean of the windows' training losses, on the device (``None`` when no window was trained)."""
         s = self.task.preset.settings
         values = self.values(s["batch_size"])
         self.model.train()
         state = None
+        losses = []
         for i, (inputs, targets) in enumerate(windows(self.task.train_stream, s["bptt"])):
             if limit is not None and i >= limit:
                 break
             meter.charge(inputs.shape[1])
-            state = self.train_step(inputs, targets, state, values)
+            state, loss = self.train_step(inputs, targets, state, values)
+            losses.append(loss)
+        return torch.stack(losses).mean() if losses else None
 
-    def train_step(self, inputs: Tensor, targets: Tensor, state: State | None, values: Tensor) -> State:
-        """One SGD step on one window (model in training mode); returns the detached state to carry on."""
+    def train_step(self, inputs: Tensor, targets: Tensor, state: State | None, values: Tensor) -> tuple[State, Tensor]:
+        """One SGD step on one window (model in training mode); returns the detached state to carry on and the
+        window's training loss (detached, on the device)."""
         out = self.model(inputs, state, values, generator=self.generator)
         loss = lm_loss(out, targets, values, train=True)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.task.preset.settings["clip"])
         self.optimizer.step()
-        return detach_state(out.state)
+        return detach_state(out.state), loss.detach()
 
-    def _train_one_epoch(self, meter: BudgetMeter) -> None:
-        self.train_windows(meter)
+    def _train_one_epoch(self, meter: BudgetMeter) -> Tensor | None:
+        return self.train_windows(meter)
 
     def evaluate_split(self, split: str, stream: Tensor | None = None) -> dict[str, float]:
         """Loss and perplexity of the current weights on ``split`` ("val", "test"), or on a given stream."""

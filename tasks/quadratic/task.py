@@ -39,7 +39,7 @@ class QuadraticTrial(Trial):
     def _penalties(self) -> torch.Tensor:
         return torch.tensor([self.config[n] for n in self.task.space.names], dtype=torch.float64)
 
-    def _train_one_epoch(self, meter: BudgetMeter) -> None:
+    def _train_one_epoch(self, meter: BudgetMeter) -> torch.Tensor:
         s = self.task.preset.settings
         data = self.task.data
         n, batch = data.x_train.shape[0], s["batch_size"]
@@ -47,13 +47,18 @@ class QuadraticTrial(Trial):
         lam, momentum = self._penalties(), s["momentum"]
         w, v = self.w, self.velocity
         order = torch.randperm(n, generator=self.generator)
+        loss_sum, steps = torch.zeros((), dtype=torch.float64), 0
         for start in range(0, n, batch):
             idx = order[start : start + batch]
             meter.charge(len(idx))
             xb, yb = data.x_train[idx], data.y_train[idx]
-            grad = xb.T @ (xb @ w - yb) / len(idx) + lam * w
+            residual = xb @ w - yb
+            loss_sum += 0.5 * residual.square().mean() + 0.5 * (lam * w.square()).sum()
+            steps += 1
+            grad = xb.T @ residual / len(idx) + lam * w
             v.mul_(momentum).add_(grad)
             w.sub_(lr * v)
+        return loss_sum / steps  # the mean minibatch training loss
 
     def _evaluate(self, split: str, best: bool = False) -> dict[str, float]:
         data = self.task.data
