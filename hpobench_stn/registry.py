@@ -9,6 +9,7 @@ error only when it is asked for (``list`` shows the failure beside everything th
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -23,8 +24,11 @@ BUILTIN_TASKS: dict[str, str] = {
     "cifar": "tasks.cifar.task:CifarTask",
     "cifar-vgg": "tasks.cifar.task:CifarVggTask",
     "ptb": "tasks.ptb.task:PtbTask",
-    "digits": "examples.digits:DigitsTask",
 }
+
+#: The worked examples of ``examples/``: registered when that folder is importable (a source checkout run from its
+#: root), since it is not installed.
+EXAMPLE_TASKS: dict[str, str] = {"digits": "examples.digits:DigitsTask"}
 
 BUILTIN_METHODS: dict[str, str] = {
     "grid": "baselines.grid:GridSearch",
@@ -65,6 +69,8 @@ def _entries(kind: str) -> tuple[dict[str, Entry], list[tuple[str, str]]]:
     built-in or a package found earlier has its name."""
     builtin, group = KINDS[kind]
     table = {name: Entry(value) for name, value in builtin.items()}
+    if kind == "task" and _examples_importable():
+        table.update({name: Entry(value) for name, value in EXAMPLE_TASKS.items() if name not in table})
     refused = []
     for ep in entry_points(group=group):
         package = _package(ep)
@@ -78,6 +84,13 @@ def _entries(kind: str) -> tuple[dict[str, Entry], list[tuple[str, str]]]:
             why = f"package {taken.package} declares that name first; uninstall one of them or rename an entry point"
             refused.append((ep.name, f"{kind} {ep.name!r} of package {package} is refused: {why}"))
     return table, refused
+
+
+def _examples_importable() -> bool:
+    try:
+        return importlib.util.find_spec("examples.digits") is not None
+    except ImportError:  # no ``examples`` package on the path
+        return False
 
 
 def task_names() -> list[str]:
@@ -107,7 +120,8 @@ def _import(entry: Entry) -> Any:
 def _load(kind: str, name: str) -> Any:
     table = _entries(kind)[0]
     if name not in table:
-        raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}")
+        where = f" ({name!r} is a worked example in examples/: run from a source checkout)" * (name in EXAMPLE_TASKS)
+        raise UserError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(sorted(table))}{where}")
     entry = table[name]
     if entry.package is None:
         return _import(entry)  # a built-in that fails to import is a bug: its traceback says where
