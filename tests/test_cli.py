@@ -146,3 +146,13 @@ def test_stn_settings_are_checked_before_any_run_folder_exists(tmp_path, setting
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: method 'stn': ")
     assert message in lines[0], lines[0]
     assert not any((tmp_path / "out").rglob("metadata.json"))
+
+
+@pytest.mark.slow
+def test_demo_runs_stn_against_the_baselines_and_prints_the_table(tmp_path):
+    result = cli("demo", "--budget", "3ep", "--seeds", "0", "--out", str(tmp_path), "--quiet", timeout=600)
+    assert result.returncode == 0, result.stderr
+    for method in ("stn", "random", "tpe", "asha [num_cpus=1]", "fixed"):
+        assert f"| ptb | tiny | 3ep | {method}" in result.stdout
+    assert "Mann-Whitney" in result.stdout and f"report --runs {tmp_path}" in result.stdout
+    assert len(list(tmp_path.rglob("COMPLETE"))) == 5
