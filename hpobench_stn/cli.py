@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import os
 import sys
 import tempfile
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--tasks", required=True, help="comma-separated task names")
     sweep.add_argument("--methods", required=True, help="comma-separated method names")
     sweep.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    sweep.add_argument(
+        "--shuffle",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="run the grid in an order shuffled with this seed (reference sweeps: no method always runs first)",
+    )
     sweep.add_argument(
         "--ray-address",
         default=None,
@@ -328,6 +336,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = execute(specs[0], progress=not args.quiet)
         _print_summary(specs[0], summary)
         return 0 if summary["status"] == "completed" else 1
+    if args.shuffle is not None:
+        random.Random(args.shuffle).shuffle(specs)
     results = run_sweep(specs, progress=not args.quiet, **_ray_options(args))
     print(json.dumps(results, indent=1))
     return 0 if all(r["status"] in ("completed", "skipped") for r in results.values()) else 1

@@ -80,3 +80,21 @@ def test_sweep_killed_midway_resumes_without_duplicates(tmp_path):
         assert len(ends) == len(set(ends)), f"duplicated trials in {run}"
         summary = json.loads((run / "summary.json").read_text())
         assert summary["epochs"] <= 4000 and summary["status"] == "completed"
+
+
+def test_a_shuffled_sweep_runs_its_grid_in_a_seeded_random_order(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "hpobench_stn", "sweep", "--tasks", "quadratic", "--methods", "random,grid"]
+    command += ["--seeds", "0,1,2", "--budget", "2ep", "--quiet", "--shuffle", "7", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=True).stdout
+    order = [(Path(p).parts[-3], Path(p).parts[-1]) for p in json.loads(out)]
+    nested = [(m, f"seed-{s}") for m in ("random", "grid") for s in (0, 1, 2)]
+    assert sorted(order) == sorted(nested) and order != nested  # the whole grid, not in nested order
+    assert len(list(tmp_path.rglob("COMPLETE"))) == 6
