@@ -93,9 +93,9 @@ def _trajectory(problem, settings: StnSettings, epochs: int) -> tuple[list[float
     losses = []
     for _ in range(epochs):
         for batch in problem.train_batches(trainer.generator):
-            losses.append(trainer.train_step(batch, meter))
+            losses.append(float(trainer.train_step(batch, meter)))
             if trainer.steps > settings.warmup_steps and trainer.steps % settings.t_train == 0:
-                losses.append(trainer.hyper_step(next(val), meter))
+                losses.append(float(trainer.hyper_step(next(val), meter)))
     return losses, trainer.hyper.u.detach().clone()
 
 

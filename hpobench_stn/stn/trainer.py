@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import asdict
 from typing import Any
 
@@ -127,7 +128,9 @@ class StnTrainer:
         # Only the gates are linearised: y0 is the output at the centre gates but at the perturbed regularisers
         # (dropout, augmentation at λ̃), so that the response learns how the best weights change with them. At the
         # centre (zero) gates y0 depends on no response weight, so only J·δ trains the response.
-        y0, dy = torch.func.jvp(lambda g: outputs(batch, g, values, True), (centre_gates,), (delta,))
+        with warnings.catch_warnings():  # torch builds its jvp decompositions with its own deprecated jit.script
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", FutureWarning)
+            y0, dy = torch.func.jvp(lambda g: outputs(batch, g, values, True), (centre_gates,), (delta,))
         return criterion(tree_map(lambda a, b: a.detach() + b, y0, dy), batch, values, True)
 
     def hyper_step(self, batch: Any, meter: Any) -> Tensor:
