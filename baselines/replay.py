@@ -101,11 +101,20 @@ class ScheduleReplay(Method):
         return during[min(len(during) - 1, epoch * len(during) // self.epochs)]
 
     def check_task(self, task: Any) -> None:
-        """The schedule must come from this task and preset."""
+        """The schedule must come from this task, preset and task settings (the same problem instance)."""
         if self.meta.get("task") != task.name or self.meta.get("preset") != task.preset.name:
             raise UserError(
                 f"the schedule comes from task {self.meta.get('task')!r} preset {self.meta.get('preset')!r}; "
                 f"replay it on that task and preset"
+            )
+        source = (self.meta.get("task_description") or {}).get("settings")
+        if source is not None and source != dict(task.preset.settings):
+            differ = sorted(
+                k for k in set(source) | set(task.preset.settings) if source.get(k) != task.preset.settings.get(k)
+            )
+            given = ", ".join(f"{k}={source.get(k)!r}" for k in differ)
+            raise UserError(
+                f"the schedule comes from another instance of the task ({given}); replay it with --task-arg {given}"
             )
 
     def run(self, ctx: Any) -> None:
