@@ -126,7 +126,7 @@ def test_a_replay_on_another_instance_of_the_task_is_refused(tmp_path):
     source = RunSpec("quadratic", "stn", budget="60ep", out=tmp_path / "src", task_args={"data_seed": 2})
     execute(source, progress=False)
     spec = RunSpec("quadratic", "replay", out=tmp_path / "out", method_args={"schedule": str(source.path)})
-    with pytest.raises(UserError, match="another instance of the task .data_seed=2.; replay it with --task-arg"):
+    with pytest.raises(UserError, match=r"another instance of the task \(data_seed=2\); replay it with --task-arg"):
         execute(spec, progress=False)
     spec.task_args = {"data_seed": 2}
     assert execute(spec, progress=False)["status"] == "completed"
